@@ -1,0 +1,46 @@
+"""ng_status: list the servers of the running ng_run and whether each answers.
+
+Usage: ng_status [+head_server.port=11000]
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+
+from ngym.cli.common import repo_root, run_cli
+from ngym.config.instances import DEFAULT_HEAD_PORT, DEFAULT_HOST, connect_host
+from ngym.config.load import load_config
+from ngym.servers.head import fetch_from_head
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=3) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def run(args: list[str]) -> int:
+    """ng_status [+head_server.port=N]: list the running servers and whether each answers."""
+    values = load_config(args, repo_root(), use_env_file=False).values
+    head = values.get("head_server") or {}
+    host, port = connect_host(str(head.get("host") or DEFAULT_HOST)), int(head.get("port") or DEFAULT_HEAD_PORT)
+    servers = fetch_from_head(host, port, "/servers")
+    down = 0
+    for server in servers:
+        ok = bool(server.get("url")) and _answers(server["url"])
+        down += not ok
+        kind = f"{server['server_type']}/{server['implementation']}"
+        print(f"{server['name']:<32} {kind:<40} {server.get('url') or '-':<28} {'ok' if ok else 'NOT ANSWERING'}")
+    return 1 if down else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("ng_status", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Helpers shared by every server's HTTP layer: JSON in and out, errors, and running an ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, TypeVar
+
+import orjson
+import uvicorn
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class HttpError(Exception):
+    """An error answer in the OpenAI error shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, error_type: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.error_type = error_type or ("invalid_request_error" if status < 500 else "server_error")
+
+    def to_response(self) -> Response:
+        return error_response(self.status, self.message, param=self.param, error_type=self.error_type)
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(status: int, message: str, *, param: str | None = None, error_type: str | None = None) -> Response:
+    kind = error_type or ("invalid_request_error" if status < 500 else "server_error")
+    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
+    return json_response(body, status=status)
+
+
+async def read_json(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(400, f"request body is not valid JSON: {exc}") from None
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise HttpError(422, f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def validate(model: type[ModelT], data: Any, what: str = "request body") -> ModelT:
+    """Validate data against a pydantic model; a failure is a 422 naming the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        where = f" at {field}" if field else ""
+        raise HttpError(422, f"invalid {what}{where}: {first['msg']}", param=field) from None
+
+
+async def handle_http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HttpError)
+    return exc.to_response()
+
+
+EXCEPTION_HANDLERS = {HttpError: handle_http_error}
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind and listen now, so the port is ours before any child starts (no check-then-bind race)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+class EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn inside an event loop we own: signals are ours to handle, not uvicorn's to re-raise."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def stop_on_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._request_exit)
+
+    def _request_exit(self) -> None:
+        self.should_exit = True
+
+
+def uvicorn_config(app: ASGIApp, *, fd: int | None = None, host: str = "127.0.0.1", port: int = 0) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        fd=fd,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=75,
+        backlog=4096,
+    )
+
+
+@contextlib.asynccontextmanager
+async def serve_in_background(app: ASGIApp, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Run app on a free port inside the current event loop (for tests and tools); yields its base URL."""
+    sock = bind_socket(host, 0)
+    port = sock.getsockname()[1]
+    server = EmbeddedUvicorn(uvicorn_config(app, host=host, port=port))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("server stopped during start-up")
+            await asyncio.sleep(0.01)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

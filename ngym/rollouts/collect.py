@@ -1,0 +1,156 @@
+"""Feed task rows through an agent's /run and write one scored rollout per line as each finishes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+from tqdm import tqdm
+
+from ngym.http.client import HttpClient, RetryPolicy, Timeouts, UpstreamError
+from ngym.rollouts.output import (
+    META_KEY,
+    JsonlAppender,
+    done_keys,
+    failures_path,
+    repair_partial_line,
+    summary_path,
+)
+from ngym.rollouts.summary import Summary
+from ngym.rollouts.tasks import Task, check_input, iter_tasks
+
+
+@dataclass(frozen=True)
+class CollectPlan:
+    agent_url: str
+    input_path: Path
+    output_path: Path
+    limit: int | None
+    num_repeats: int
+    num_samples_in_parallel: int
+    responses_create_params: dict[str, Any] | None
+    overwrite: bool
+    rollout_timeout_s: float
+    max_attempts: int
+
+
+class RolloutFailed(Exception):
+    pass
+
+
+async def collect(plan: CollectPlan, log: TextIO) -> Summary:
+    rows = check_input(plan.input_path, plan.limit)
+    summary = Summary(expected=rows * plan.num_repeats)
+    output = plan.output_path
+    if plan.overwrite:
+        output.unlink(missing_ok=True)
+    removed = repair_partial_line(output)
+    if removed:
+        print(f"ng_collect_rollouts: removed a partial last line ({removed} bytes) left in {output}", file=log)
+    done = set(done_keys(output))
+    summary.already_done = len(done)
+    if done:
+        print(f"ng_collect_rollouts: resuming: {len(done)} rollouts already in {output} are skipped", file=log)
+
+    writer = JsonlAppender(output)
+    failures = failures_path(output)
+    failures.unlink(missing_ok=True)  # earlier failures are retried now
+    failure_writer: JsonlAppender | None = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    progress = tqdm(total=summary.expected - summary.already_done, unit="rollout", file=log, dynamic_ncols=True)
+    http = HttpClient(
+        timeouts=Timeouts(total=plan.rollout_timeout_s),
+        retry=RetryPolicy(max_attempts=plan.max_attempts, deadline=plan.rollout_timeout_s),
+    )
+    started = time.monotonic()
+    slots = asyncio.Semaphore(plan.num_samples_in_parallel)
+    running: set[asyncio.Task[None]] = set()
+
+    def finished(job: asyncio.Task[None]) -> None:
+        running.discard(job)
+        slots.release()
+
+    async def run_one(task: Task) -> None:
+        nonlocal failure_writer
+        try:
+            row = await _run_rollout(http, plan.agent_url, task)
+        except RolloutFailed as exc:
+            summary.failed += 1
+            if failure_writer is None:
+                failure_writer = JsonlAppender(failures)
+            failure_writer.write({META_KEY: _meta(task), "error": str(exc)})
+        else:
+            writer.write(row)
+            summary.add(row)
+        progress.update(1)
+        progress.set_postfix(_postfix(summary), refresh=False)
+
+    try:
+        async with http:
+            for task in iter_tasks(plan.input_path, plan.limit, plan.num_repeats, plan.responses_create_params):
+                if task.key in done:
+                    continue
+                await slots.acquire()
+                if stop.is_set():
+                    slots.release()
+                    break
+                job = asyncio.create_task(run_one(task))
+                running.add(job)
+                job.add_done_callback(finished)
+            stopper = asyncio.create_task(stop.wait())
+            while running and not stop.is_set():
+                await asyncio.wait([stopper, *running], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if stop.is_set() and running:
+                print(f"\nng_collect_rollouts: stopping: cancelling {len(running)} rollouts in flight", file=log)
+                for job in list(running):
+                    job.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+    finally:
+        progress.close()
+        writer.close()
+        if failure_writer is not None:
+            failure_writer.close()
+        wall = time.monotonic() - started
+        summary_path(output).write_bytes(
+            orjson.dumps(summary.as_dict(wall), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+        )
+    summary.wall_seconds = wall
+    return summary
+
+
+async def _run_rollout(http: HttpClient, agent_url: str, task: Task) -> dict[str, Any]:
+    try:
+        result = await http.post_json(agent_url + "/run", task.row)
+    except UpstreamError as exc:
+        raise RolloutFailed(f"agent {exc.url}: {exc.reason}") from None
+    if not result.ok:
+        raise RolloutFailed(f"agent /run answered HTTP {result.status}: {result.body[:1000].decode(errors='replace')}")
+    try:
+        body = orjson.loads(result.body)
+    except orjson.JSONDecodeError:
+        raise RolloutFailed("agent /run answered with invalid JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("reward"), int | float):
+        raise RolloutFailed("agent /run answered without a numeric 'reward'")
+    return {**body, META_KEY: _meta(task)}
+
+
+def _meta(task: Task) -> dict[str, int]:
+    return {"task_index": task.index, "repeat_index": task.repeat}
+
+
+def _postfix(summary: Summary) -> dict[str, Any]:
+    postfix: dict[str, Any] = {"failed": summary.failed}
+    if summary.mean_reward is not None:
+        postfix["reward"] = f"{summary.mean_reward:.3f}"
+    return postfix

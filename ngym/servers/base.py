@@ -1,0 +1,150 @@
+"""The Server base class: built from its config section, it exposes an ASGI app and can run as a process."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ngym.config.errors import ConfigError
+from ngym.config.instances import InstanceSpec, ServerRef, iter_instances
+from ngym.config.validation import describe_validation_error
+from ngym.http.app import EXCEPTION_HANDLERS, json_response
+from ngym.http.client import HttpClient
+from ngym.servers.directory import Directory
+
+
+class ServerConfig(BaseModel):
+    """Keys every server instance accepts. Subclasses add their own; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entrypoint: str = "app.py"
+    host: str | None = None
+    port: int | None = None
+    # Descriptive metadata found in NeMo Gym configs; accepted so those configs work unchanged.
+    domain: str | None = None
+    description: str | None = None
+    example_description: str | None = None
+    verified: bool | None = None
+    verified_url: str | None = None
+    license: str | None = None
+    value: str | None = None
+
+
+class ServerReference(BaseModel):
+    """`{type: <server type>, name: <instance name>}` in a server's config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["responses_api_models", "resources_servers", "responses_api_agents"]
+    name: str
+
+    def as_ref(self) -> ServerRef:
+        return ServerRef(self.type, self.name)
+
+
+class StartupError(Exception):
+    """A server cannot start; the message says what to check."""
+
+
+@dataclass
+class ServerContext:
+    instance_name: str
+    config: dict[str, Any]
+    http: HttpClient = field(default_factory=HttpClient)
+
+    @property
+    def directory(self) -> Directory:
+        return Directory(self.config)
+
+
+ConfigT = TypeVar("ConfigT", bound=ServerConfig)
+
+
+class Server(Generic[ConfigT]):
+    server_type: ClassVar[str]
+    config_model: ClassVar[type[ServerConfig]] = ServerConfig
+
+    def __init__(self, config: ConfigT, context: ServerContext) -> None:
+        self.config = config
+        self.context = context
+        self.http = context.http
+        self.directory = context.directory
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], instance_name: str, http: HttpClient | None = None) -> Self:
+        """Build the server for instance_name of a resolved configuration."""
+        spec = instance_spec(config, instance_name)
+        validated = validate_server_config(cls.config_model, spec)
+        context = ServerContext(instance_name, config, http or HttpClient())
+        return cls(validated, context)  # type: ignore[arg-type]
+
+    def routes(self) -> list[BaseRoute]:
+        return [Route("/health", self.health, methods=["GET"])]
+
+    async def startup(self) -> None:
+        """Runs once before the first request; raise StartupError to refuse to start."""
+
+    async def shutdown(self) -> None:
+        """Runs once after the last request."""
+
+    async def health(self, _request: Request) -> Response:
+        return json_response({"status": "ok", "instance": self.context.instance_name})
+
+    async def open(self) -> None:
+        """Start the HTTP client, then the server's own start-up (checks, background tasks)."""
+        await self.http.start()
+        try:
+            await self.startup()
+        except BaseException:
+            await self.http.close()
+            raise
+
+    async def close(self) -> None:
+        try:
+            await self.shutdown()
+        finally:
+            await self.http.close()
+
+    def app(self, manage_lifecycle: bool = True) -> Starlette:
+        """The ASGI app. With manage_lifecycle, its lifespan runs open() and close() (in-process use);
+        the process launcher runs them itself so that a refusal to start is one clear line."""
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+            await self.open()
+            try:
+                yield
+            finally:
+                await self.close()
+
+        return Starlette(
+            routes=self.routes(),
+            lifespan=lifespan if manage_lifecycle else None,
+            exception_handlers=EXCEPTION_HANDLERS,
+        )
+
+
+def instance_spec(config: dict[str, Any], instance_name: str) -> InstanceSpec:
+    for spec in iter_instances(config):
+        if spec.name == instance_name:
+            return spec
+    known = ", ".join(spec.name for spec in iter_instances(config)) or "none"
+    raise ConfigError(f"no server instance named {instance_name!r} in the configuration (instances: {known})")
+
+
+def validate_server_config(model: type[ServerConfig], spec: InstanceSpec, where: str = "") -> ServerConfig:
+    """Validate an instance's section; unknown keys name the nearest known key."""
+    try:
+        return model.model_validate(spec.section)
+    except ValidationError as exc:
+        title = "invalid server configuration" + (f" [{where}]" if where else "")
+        raise ConfigError(describe_validation_error(exc, model, spec.key_path, title)) from None

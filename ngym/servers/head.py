@@ -1,0 +1,66 @@
+"""The head server holds the resolved configuration so that tools started later can find every server."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ngym.config.errors import ConfigError
+from ngym.config.instances import iter_instances, server_url
+from ngym.config.secrets import redact
+from ngym.http.app import json_response
+
+
+def servers_listing(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": spec.name,
+            "server_type": spec.server_type,
+            "implementation": spec.implementation,
+            "url": server_url(spec.section) if spec.section.get("port") is not None else None,
+        }
+        for spec in iter_instances(config)
+    ]
+
+
+def head_app(config: dict[str, Any]) -> Starlette:
+    public_config = redact(config)
+    listing = servers_listing(config)
+
+    async def health(_request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def get_config(_request: Request) -> Response:
+        return json_response(public_config)
+
+    async def get_servers(_request: Request) -> Response:
+        return json_response(listing)
+
+    return Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/config", get_config, methods=["GET"]),
+            Route("/servers", get_servers, methods=["GET"]),
+        ]
+    )
+
+
+def fetch_from_head(host: str, port: int, path: str, timeout: float = 10.0) -> Any:
+    """GET a JSON document from a running ng_run's head server (used by command-line tools)."""
+    url = f"http://{host}:{port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return orjson.loads(answer.read())
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(
+            f"cannot reach the ng_run head server at {url} ({reason}). Is ng_run running? "
+            f"If it was started with +head_server.port=..., pass the same +head_server.port here."
+        ) from None

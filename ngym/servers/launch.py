@@ -1,0 +1,106 @@
+"""Run one server instance as its own process: `python -m ngym.servers.launch --instance NAME ...`.
+
+ng_run binds the listening socket and passes its file descriptor, so the port is reserved before the
+child starts and two ng_runs can never race for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import importlib
+import inspect
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+
+from ngym.config.errors import ConfigError
+from ngym.config.instances import InstanceSpec
+from ngym.http.app import EmbeddedUvicorn, uvicorn_config
+from ngym.servers.base import Server, StartupError, instance_spec
+
+PARENT_PID_ENV = "NGYM_PARENT_PID"
+
+
+def load_server_class(root: Path, spec: InstanceSpec) -> type[Server[Any]]:
+    """Import an instance's entrypoint (as package `<server type>.<implementation>.<module>` under the
+    repository root) and return the one Server subclass it defines."""
+    code_path = spec.code_path(root)
+    if not code_path.is_file():
+        raise ConfigError(f"{spec.key_path}.entrypoint: {code_path} does not exist")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    module_name = ".".join((spec.server_type, spec.implementation, *Path(spec.entrypoint).with_suffix("").parts))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {code_path}: {exc}") from None
+    found = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and issubclass(obj, Server) and obj.__module__ == module_name
+    ]
+    if len(found) != 1:
+        names = ", ".join(cls.__name__ for cls in found) or "none"
+        raise ConfigError(
+            f"{code_path} must define exactly one server class (a subclass of ngym Server); found {names}"
+        )
+    return found[0]
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM us if ng_run dies, even by SIGKILL, so no server is ever orphaned."""
+    parent = os.environ.get(PARENT_PID_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(parent):
+        sys.exit(1)
+
+
+async def _serve(server: Server[Any], sock: socket.socket) -> int:
+    try:
+        await server.open()
+    except StartupError as exc:
+        print(f"{server.context.instance_name}: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        config = uvicorn_config(server.app(manage_lifecycle=False), fd=sock.fileno())
+        config.lifespan = "off"
+        web = EmbeddedUvicorn(config)
+        web.stop_on_signals()
+        await web.serve(sockets=[sock])
+    finally:
+        await server.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--instance", required=True)
+    parser.add_argument("--config-file", required=True, type=Path)
+    parser.add_argument("--root", required=True, type=Path)
+    parser.add_argument("--fd", required=True, type=int)
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    config = orjson.loads(args.config_file.read_bytes())
+    try:
+        spec = instance_spec(config, args.instance)
+        server_class = load_server_class(args.root.resolve(), spec)
+        server = server_class.from_config(config, args.instance)
+    except ConfigError as exc:
+        print(f"{args.instance}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    sock = socket.socket(fileno=args.fd)
+    return uvloop.run(_serve(server, sock))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""A pool of vLLM servers: sessions stay on one server, new sessions go to the least-loaded healthy one.
+
+A session's server is carried in its cookie ("<session id>.<server index>"), so every worker process of
+the model server routes it the same way and no per-session state is kept here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from dataclasses import dataclass
+
+UPSTREAM_COOKIE = "ngym_upstream"
+
+
+@dataclass(slots=True)
+class Upstream:
+    index: int
+    base_url: str  # ends in /v1
+    in_flight: int = 0
+    healthy: bool = True
+    requests: int = 0
+
+    @property
+    def chat_url(self) -> str:
+        return self.base_url + "/chat/completions"
+
+    @property
+    def models_url(self) -> str:
+        return self.base_url + "/models"
+
+    @property
+    def root_url(self) -> str:
+        return self.base_url.removesuffix("/v1")
+
+
+@dataclass(slots=True)
+class Session:
+    session_id: str
+    pinned: int | None  # the server index the session's cookie names, if any
+    from_header: bool = False
+
+    def cookie_value(self, index: int) -> str:
+        return f"{self.session_id}.{index}"
+
+
+def parse_session_cookie(value: str | None) -> tuple[str, int | None] | None:
+    if not value:
+        return None
+    session_id, _, index = value.rpartition(".")
+    if not session_id or not index.isdigit():
+        return None
+    return session_id, int(index)
+
+
+class UpstreamPool:
+    def __init__(self, base_urls: list[str]) -> None:
+        if not base_urls:
+            raise ValueError("at least one base_url is needed")
+        self.upstreams = [Upstream(i, url.rstrip("/")) for i, url in enumerate(base_urls)]
+        self._rotation = itertools.cycle(range(len(self.upstreams)))
+
+    def choose(self, session: Session, exclude: frozenset[int] = frozenset()) -> Upstream:
+        """The session's server if it is healthy; else a hashed pick for header-named sessions, else the
+        least-loaded healthy server (ties broken in rotation)."""
+        upstreams = self.upstreams
+        if session.pinned is not None and 0 <= session.pinned < len(upstreams):
+            pinned = upstreams[session.pinned]
+            if pinned.healthy and pinned.index not in exclude:
+                return pinned
+        candidates = [u for u in upstreams if u.healthy and u.index not in exclude]
+        if not candidates:
+            candidates = [u for u in upstreams if u.index not in exclude] or upstreams
+        if session.from_header and session.pinned is None:
+            return candidates[zlib.crc32(session.session_id.encode()) % len(candidates)]
+        start = next(self._rotation)
+        n = len(upstreams)
+        return min(candidates, key=lambda u: (u.in_flight, (u.index - start) % n))
+
+    def mark_down(self, upstream: Upstream) -> None:
+        upstream.healthy = False
+
+    def mark_up(self, upstream: Upstream) -> None:
+        upstream.healthy = True
+
+    @property
+    def down(self) -> list[Upstream]:
+        return [u for u in self.upstreams if not u.healthy]

@@ -1,0 +1,110 @@
+"""simple_agent: call the model; run each function call on the resources server; repeat until an answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ngym.http.app import HttpError
+from ngym.http.client import HttpResult, UpstreamError
+from ngym.http.cookies import CookieStore
+from ngym.servers.agent import Agent, AgentConfig
+from ngym.servers.base import ServerReference
+
+
+class SimpleAgentConfig(AgentConfig):
+    resources_server: ServerReference
+    model_server: ServerReference
+    max_steps: int | None = 10
+
+
+class AgentFailure(HttpError):
+    """The rollout cannot go on (a server failed); never to be scored as a reward."""
+
+    def __init__(self, message: str):
+        super().__init__(502, message, error_type="rollout_failed")
+
+
+class SimpleAgent(Agent[SimpleAgentConfig]):
+    config_model = SimpleAgentConfig
+
+    async def startup(self) -> None:
+        self.model_url = self.directory.url(self.config.model_server.as_ref())
+        self.resources_url = self.directory.url(self.config.resources_server.as_ref())
+
+    async def respond(self, params: dict[str, Any], cookies: CookieStore) -> dict[str, Any]:
+        history = _as_items(params.get("input", []))
+        produced: list[dict[str, Any]] = []
+        response: dict[str, Any] = {}
+        steps = 0
+        while self.config.max_steps is None or steps < self.config.max_steps:
+            steps += 1
+            response = await self._call_model({**params, "input": history + produced}, cookies)
+            output = response.get("output") or []
+            produced.extend(output)
+            calls = [item for item in output if item.get("type") == "function_call"]
+            if not calls or response.get("status") == "incomplete":
+                break
+            for call in calls:
+                produced.append(await self._run_tool(call, cookies))
+        return {**response, "output": produced}
+
+    async def run(self, row: dict[str, Any]) -> dict[str, Any]:
+        cookies = CookieStore()
+        seed = await self._post(self.resources_url, "/seed_session", row, cookies)
+        _raise_unless_ok(seed, "resources server /seed_session")
+        response = await self.respond(row["responses_create_params"], cookies)
+        verified = await self._post(self.resources_url, "/verify", {**row, "response": response}, cookies)
+        _raise_unless_ok(verified, "resources server /verify")
+        body = verified.json()
+        if not isinstance(body, dict) or "reward" not in body:
+            raise AgentFailure(f"resources server /verify at {self.resources_url} answered without a reward")
+        return body
+
+    async def _call_model(self, params: dict[str, Any], cookies: CookieStore) -> dict[str, Any]:
+        result = await self._post(self.model_url, "/v1/responses", params, cookies)
+        _raise_unless_ok(result, "model server /v1/responses")
+        body = result.json()
+        if not isinstance(body, dict):
+            raise AgentFailure(f"model server at {self.model_url} answered with a non-object")
+        return body
+
+    async def _run_tool(self, call: dict[str, Any], cookies: CookieStore) -> dict[str, Any]:
+        name, call_id = str(call.get("name")), call.get("call_id")
+        try:
+            arguments = orjson.loads(call.get("arguments") or "{}")
+        except orjson.JSONDecodeError as exc:
+            return _tool_output(call_id, {"error": f"the arguments of {name} are not valid JSON: {exc}"})
+        if not isinstance(arguments, dict):
+            return _tool_output(call_id, {"error": f"the arguments of {name} must be a JSON object"})
+        result = await self._post(self.resources_url, f"/{name}", arguments, cookies)
+        if result.status >= 500:
+            raise AgentFailure(f"tool {name} on {self.resources_url} failed with HTTP {result.status}")
+        # A tool's 4xx (unknown tool, bad arguments) is the model's mistake: it sees the error body.
+        return {"type": "function_call_output", "call_id": call_id, "output": result.body.decode()}
+
+    async def _post(self, base: str, path: str, payload: Any, cookies: CookieStore) -> HttpResult:
+        try:
+            result = await self.http.post_json(base + path, payload, cookies.header(base))
+        except UpstreamError as exc:
+            raise AgentFailure(f"{path} on {exc.url}: {exc.reason}") from None
+        cookies.update(base, result)
+        return result
+
+
+def _as_items(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    return list(value)
+
+
+def _tool_output(call_id: Any, body: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "function_call_output", "call_id": call_id, "output": orjson.dumps(body).decode()}
+
+
+def _raise_unless_ok(result: HttpResult, what: str) -> None:
+    if not result.ok:
+        raise AgentFailure(
+            f"{what} at {result.url} answered HTTP {result.status}: {result.body[:500].decode(errors='replace')}"
+        )
