@@ -23,7 +23,7 @@ from ngym.config.instances import DEFAULT_HEAD_PORT, DEFAULT_HOST, connect_host
 from ngym.config.load import load_config
 from ngym.config.validation import describe_validation_error
 from ngym.rollouts.collect import CollectPlan, collect
-from ngym.servers.head import fetch_from_head
+from ngym.servers.head import fetch_from_head, wait_until_ready
 
 EXIT_SOME_FAILED = 3
 
@@ -47,6 +47,7 @@ class CollectArgs(BaseModel):
     overwrite: bool = False
     rollout_timeout_s: float = Field(default=3600.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    ready_timeout_s: float = Field(default=600.0, gt=0)
     head_server: HeadServerArgs = HeadServerArgs()
 
 
@@ -58,8 +59,14 @@ def parse_args(args: list[str]) -> CollectArgs:
         raise ConfigError(describe_validation_error(exc, CollectArgs, "", "invalid arguments")) from None
 
 
-def find_agent(head: HeadServerArgs, agent_name: str) -> str:
-    servers = fetch_from_head(connect_host(head.host), head.port, "/servers")
+def find_agent(head: HeadServerArgs, agent_name: str, ready_timeout: float) -> str:
+    host = connect_host(head.host)
+
+    def say_waiting() -> None:
+        print("ng_collect_rollouts: waiting for ng_run's servers to be ready", file=sys.stderr)
+
+    wait_until_ready(host, head.port, ready_timeout, say_waiting)
+    servers = fetch_from_head(host, head.port, "/servers")
     agents = {s["name"]: s for s in servers if s.get("server_type") == "responses_api_agents"}
     if agent_name not in agents:
         known = ", ".join(sorted(agents)) or "none"
@@ -72,7 +79,7 @@ def run(args: list[str]) -> int:
     parsed = parse_args(args)
     root = repo_root()
     plan = CollectPlan(
-        agent_url=find_agent(parsed.head_server, parsed.agent_name),
+        agent_url=find_agent(parsed.head_server, parsed.agent_name, parsed.ready_timeout_s),
         input_path=root / parsed.input_jsonl_fpath,
         output_path=root / parsed.output_jsonl_fpath,
         limit=parsed.limit,

@@ -15,7 +15,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
 from ngym.config.errors import ConfigError
@@ -56,7 +56,7 @@ def parse_overrides(args: Iterable[str]) -> list[Override]:
     overrides: list[Override] = []
     for arg in args:
         try:
-            overrides.extend(parser.parse_overrides([arg]))
+            overrides.extend(_parse_one(parser, arg))
         except HydraException as exc:
             reason = str(exc).splitlines()[0]
             raise ConfigError(
@@ -64,6 +64,17 @@ def parse_overrides(args: Iterable[str]) -> list[Override]:
                 'Expected Hydra override syntax such as +key=value, ++a.b=value or "+config_paths=[a.yaml, b.yaml]".'
             ) from None
     return overrides
+
+
+def _parse_one(parser: OverridesParser, arg: str) -> list[Override]:
+    try:
+        return parser.parse_overrides([arg])
+    except HydraException:
+        if "\n" not in arg:
+            raise
+    # A list split over lines in a shell script ("a.yaml, \<newline>b.yaml" in single quotes) keeps its
+    # newlines; Hydra's grammar does not allow them, a reader would not notice them.
+    return parser.parse_overrides([arg.replace("\\\n", " ").replace("\n", " ")])
 
 
 def load_config(args: Sequence[str], root: Path, *, use_env_file: bool = True) -> LoadedConfig:
@@ -130,6 +141,8 @@ def _config_paths_from(overrides: list[Override], env_cfg: DictConfig, env_path:
 def _as_path_list(raw: Any, where: str) -> list[str]:
     if raw is None:
         return []
+    if isinstance(raw, ListConfig):
+        raw = OmegaConf.to_container(raw, resolve=False)
     if isinstance(raw, str):
         raw = raw.split(",")
     if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):

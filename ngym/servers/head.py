@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -30,12 +32,19 @@ def servers_listing(config: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def head_app(config: dict[str, Any]) -> Starlette:
+class HeadState:
+    """What ng_run tells tools about the run: ready once every server answers."""
+
+    def __init__(self) -> None:
+        self.ready = False
+
+
+def head_app(config: dict[str, Any], state: HeadState) -> Starlette:
     public_config = redact(config)
     listing = servers_listing(config)
 
     async def health(_request: Request) -> Response:
-        return json_response({"status": "ok"})
+        return json_response({"status": "ok", "ready": state.ready})
 
     async def get_config(_request: Request) -> Response:
         return json_response(public_config)
@@ -50,6 +59,19 @@ def head_app(config: dict[str, Any]) -> Starlette:
             Route("/servers", get_servers, methods=["GET"]),
         ]
     )
+
+
+def wait_until_ready(host: str, port: int, timeout: float, on_wait: Callable[[], None] | None = None) -> None:
+    """Block until the head server says every server is ready (a tool may be started beside ng_run)."""
+    deadline = time.monotonic() + timeout
+    waited = False
+    while not fetch_from_head(host, port, "/health").get("ready"):
+        if time.monotonic() > deadline:
+            raise ConfigError(f"ng_run at http://{host}:{port} did not report its servers ready within {timeout:g} s")
+        if not waited and on_wait is not None:
+            on_wait()
+        waited = True
+        time.sleep(0.5)
 
 
 def fetch_from_head(host: str, port: int, path: str, timeout: float = 10.0) -> Any:

@@ -32,7 +32,7 @@ from ngym.config.instances import (
 from ngym.config.load import LoadedConfig
 from ngym.http.app import EmbeddedUvicorn, bind_socket, uvicorn_config
 from ngym.servers.base import validate_server_config
-from ngym.servers.head import head_app
+from ngym.servers.head import HeadState, head_app
 from ngym.servers.launch import PARENT_PID_ENV, load_server_class
 
 STARTUP_TIMEOUT_KEY = "server_startup_timeout_s"
@@ -121,6 +121,7 @@ class Supervisor:
         self.plan = plan
         self.out = out or sys.stdout
         self.stop_requested = asyncio.Event()
+        self.head_state = HeadState()
         self._workdir = Path(tempfile.mkdtemp(prefix="ngym-run-"))
         self._config_file = self._workdir / "config.json"
 
@@ -133,7 +134,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stop_requested.set)
         self._config_file.write_bytes(orjson.dumps(self.plan.config))
         self._config_file.chmod(0o600)
-        head = EmbeddedUvicorn(uvicorn_config(head_app(self.plan.config)))
+        head = EmbeddedUvicorn(uvicorn_config(head_app(self.plan.config, self.head_state)))
         head.config.lifespan = "off"
         head_task = asyncio.create_task(head.serve(sockets=[self.plan.head_sock]))
         try:
@@ -143,6 +144,7 @@ class Supervisor:
             if failure:
                 self._print(failure)
                 return 1
+            self.head_state.ready = True
             self._print(self._table())
             return await self._watch()
         finally:

