@@ -8,54 +8,17 @@ prints the summary and one rollout, and stops everything it started.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess
 from ngym.testing.tiny_model import ensure_tiny_model
-from ngym.testing.vllm_server import VllmServer, find_vllm_python, free_port
+from ngym.testing.vllm_server import VllmServer, find_vllm_python
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = ROOT / ".cache" / "tiny-model"
-CONFIG_PATHS = (
-    "responses_api_models/vllm_model/configs/vllm_model.yaml, "
-    "resources_servers/simple_weather/configs/simple_weather.yaml"
-)
 OUTPUT = "results/vllm_rollouts.jsonl"
-
-
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
-def _wait_for_servers(head_port: int, ng_run: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ng_run.poll() is not None:
-            raise SystemExit(f"demo: ng_run exited with code {ng_run.returncode} before its servers were ready")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{head_port}/servers", timeout=2) as answer:
-                servers = json.loads(answer.read())
-            if all(_healthy(server["url"]) for server in servers):
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"demo: ng_run's servers were not ready within {timeout:.0f} s")
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=2) as answer:
-            return bool(answer.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 def _show_rollout(path: Path) -> None:
@@ -88,43 +51,32 @@ def main() -> int:
     print("demo: preparing the tiny model in .cache/tiny-model", flush=True)
     model_dir = ensure_tiny_model(MODEL_DIR, vllm_python)
     print("demo: starting vLLM (CPU build) on it; this takes about half a minute", flush=True)
-    with VllmServer(
-        model_dir, python=vllm_python, served_model_name="tiny-qwen2", log_path=ROOT / ".cache" / "vllm-demo.log"
-    ) as vllm:
-        vllm.start()
+    vllm_log = ROOT / ".cache" / "vllm-demo.log"
+    with VllmServer(model_dir, python=vllm_python, served_model_name="tiny-qwen2", log_path=vllm_log) as vllm:
         print(f"demo: vLLM is serving {vllm.model_name} at {vllm.base_url}", flush=True)
-        head_port = free_port()
         overrides = [
-            f"+config_paths=[{CONFIG_PATHS}]",
             f"++policy_base_url={vllm.base_url}",
             "++policy_api_key=none",
             f"++policy_model_name={vllm.model_name}",
-            f"+head_server.port={head_port}",
         ]
-        print(f"demo: ng_run {' '.join(repr(o) for o in overrides)}", flush=True)
-        ng_run = subprocess.Popen([_bin("ng_run"), *overrides], cwd=ROOT)
-        try:
-            _wait_for_servers(head_port, ng_run)
+        gym = GymProcess(ROOT, SEED_CONFIG_PATHS, overrides)
+        print(f"demo: ng_run {' '.join(gym.args)}", flush=True)
+        with gym:
             collect = [
-                _bin("ng_collect_rollouts"),
                 "+agent_name=simple_weather_simple_agent",
                 "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
                 f"+output_jsonl_fpath={OUTPUT}",
                 "+limit=10",
                 "+overwrite=true",
-                f"+head_server.port={head_port}",
             ]
-            print(f"demo: {' '.join(collect[1:])}", flush=True)
-            status = subprocess.call(collect, cwd=ROOT)
+            print(f"demo: ng_collect_rollouts {' '.join(collect)}", flush=True)
+            result = gym.collect(*collect, check=False)
+            print(result.stdout, end="")
+            if result.returncode != 0:
+                print(result.stderr[-3000:], file=sys.stderr)
             _show_rollout(ROOT / OUTPUT)
-        finally:
-            ng_run.send_signal(signal.SIGINT)
-            try:
-                ng_run.wait(30)
-            except subprocess.TimeoutExpired:
-                os.kill(ng_run.pid, signal.SIGKILL)
-    print(f"demo: done; rollouts are in {OUTPUT}")
-    return status
+    print(f"demo: done; rollouts are in {OUTPUT}; everything it started is stopped")
+    return result.returncode
 
 
 if __name__ == "__main__":

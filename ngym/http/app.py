@@ -14,7 +14,7 @@ import uvicorn
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -80,7 +80,9 @@ EXCEPTION_HANDLERS = {HttpError: handle_http_error}
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind and listen now, so the port is ours before any child starts (no check-then-bind race)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and without it every
+    # small answer waits for the peer's delayed ACK (about 40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(4096)
@@ -120,17 +122,42 @@ def uvicorn_config(app: ASGIApp, *, fd: int | None = None, host: str = "127.0.0.
     )
 
 
+class _InProcessUvicorn(EmbeddedUvicorn):
+    """uvicorn calls sys.exit() when the app's start-up fails; inside a shared event loop that SystemExit would
+    escape the task and stop the loop itself, so here it ends this server only."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:
+            self.should_exit = True
+
+
 @contextlib.asynccontextmanager
 async def serve_in_background(app: ASGIApp, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Run app on a free port inside the current event loop (for tests and tools); yields its base URL."""
+    """Run app on a free port inside the current event loop (for tests and tools); yields its base URL.
+
+    When the app's start-up (its lifespan) fails, the exception it raised is raised here."""
+    lifespan_errors: list[BaseException] = []
+
+    async def recording_app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        except BaseException as exc:
+            if scope["type"] == "lifespan":
+                lifespan_errors.append(exc)
+            raise
+
     sock = bind_socket(host, 0)
     port = sock.getsockname()[1]
-    server = EmbeddedUvicorn(uvicorn_config(app, host=host, port=port))
+    server = _InProcessUvicorn(uvicorn_config(recording_app, host=host, port=port))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
             if task.done():
                 task.result()
+                if lifespan_errors:
+                    raise lifespan_errors[0]
                 raise RuntimeError("server stopped during start-up")
             await asyncio.sleep(0.01)
         yield f"http://{host}:{port}"

@@ -184,7 +184,12 @@ class HttpClient:
         """
         policy = retry or self.retry
         started = time.monotonic()
-        client_timeout = aiohttp.ClientTimeout(total=timeout) if timeout is not None else None
+        # aiohttp reads timeout=None as "no timeout at all", so the session's own timeouts are passed explicitly.
+        client_timeout = (
+            aiohttp.ClientTimeout(total=timeout, sock_connect=self.timeouts.connect)
+            if timeout is not None
+            else self.session.timeout
+        )
         attempt = 0
         while True:
             attempt += 1

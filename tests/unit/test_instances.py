@@ -4,7 +4,7 @@ import pytest
 
 from ngym.config.errors import ConfigError
 from ngym.config.load import load_config
-from ngym.servers.supervisor import plan_run
+from ngym.servers.supervisor import RunPlan, plan_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_PATHS = (
@@ -14,7 +14,7 @@ SEED_PATHS = (
 ENV = ["+policy_base_url=http://127.0.0.1:1/v1", "+policy_api_key=secret-key", "+policy_model_name=m"]
 
 
-def plan(*args: str):  # type: ignore[no-untyped-def]
+def plan(*args: str) -> RunPlan:
     return plan_run(load_config([*args], ROOT, use_env_file=False))
 
 

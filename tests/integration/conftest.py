@@ -1,0 +1,53 @@
+"""Session fixtures for tests against a real vLLM server (CPU build in .venv-vllm) on a generated tiny model."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ngym.testing.tiny_model import SERVED_MODEL_NAME, ensure_tiny_model
+from ngym.testing.vllm_server import STRUCTURED_OUTPUTS_IN_REASONING, VllmServer, find_vllm_python
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TINY_MODEL_DIR = REPO_ROOT / ".cache" / "tiny-model"
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    python = find_vllm_python(REPO_ROOT)
+    if python is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test against real vLLM, but {REPO_ROOT / '.venv-vllm/bin/python'} is absent")
+        pytest.skip(f"real vLLM is not installed: {REPO_ROOT / '.venv-vllm/bin/python'} is absent")
+    return python
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(vllm_python: Path) -> Path:
+    """The tiny Qwen2 model, generated once into .cache/tiny-model (reused across runs)."""
+    return ensure_tiny_model(TINY_MODEL_DIR, vllm_python)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(
+    vllm_python: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VllmServer]:
+    """One real vLLM for the whole session: hermes tool parser, deepseek_r1 reasoning parser, structured
+    outputs allowed inside <think>, served as ``tiny-qwen2`` with max-model-len 1024."""
+    server = VllmServer(
+        tiny_model_dir,
+        python=vllm_python,
+        served_model_name=SERVED_MODEL_NAME,
+        tool_call_parser="hermes",
+        reasoning_parser="deepseek_r1",
+        extra_args=STRUCTURED_OUTPUTS_IN_REASONING,
+        log_path=tmp_path_factory.mktemp("vllm") / "vllm.log",
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,180 @@
+"""ng_run as a user runs it: start-up checks, the servers table, supervision, and clean stops.
+
+vLLM is the scripted stand-in here (these are about process handling, not about vLLM)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
+from ngym.testing.vllm_server import free_port
+from ngym.testing.vllm_standin import StandinScript, StandinServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[StandinServer]:
+    with StandinServer(StandinScript(tool_call_mode=True)) as server:
+        yield server
+
+
+def env(standin: StandinServer, model: str | None = None) -> list[str]:
+    return [
+        f"++policy_base_url={standin.base_url}",
+        "++policy_api_key=sk-do-not-print",
+        f"++policy_model_name={model or standin.script.model}",
+    ]
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2):
+            return True
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def server_pids(log: str) -> list[int]:
+    """The pid column of ng_run's servers table."""
+    return [int(line.split()[-1]) for line in log.splitlines() if line.split() and line.split()[-1].isdigit()]
+
+
+def test_table_then_ctrl_c_stops_every_server(standin: StandinServer, tmp_path: Path) -> None:
+    log = tmp_path / "ng_run.log"
+    gym = GymProcess(ROOT, SEED_CONFIG_PATHS, env(standin), log_path=log).start()
+    urls = [server["url"] for server in gym.servers()]
+    assert len(urls) == 3 and all(answers(url) for url in urls)
+    text = log.read_text()
+    for name in ("policy_model", "simple_weather", "simple_weather_simple_agent", "head_server"):
+        assert name in text
+    pids = server_pids(text)
+    assert len(pids) == 4
+    assert gym.stop() == 0
+    assert not any(answers(url) for url in urls)
+    assert not any(pid_alive(pid) for pid in pids if pid != gym.process.pid)  # type: ignore[union-attr]
+    assert "sk-do-not-print" not in log.read_text()
+
+
+def test_a_server_that_dies_is_reported_and_everything_stops(standin: StandinServer, tmp_path: Path) -> None:
+    log = tmp_path / "ng_run.log"
+    gym = GymProcess(ROOT, SEED_CONFIG_PATHS, env(standin), log_path=log).start()
+    urls = {server["name"]: server["url"] for server in gym.servers()}
+    weather_pid = next(
+        int(line.split()[-1]) for line in log.read_text().splitlines() if line.startswith("simple_weather ")
+    )
+    os.kill(weather_pid, signal.SIGKILL)
+    assert gym.process is not None
+    assert gym.process.wait(30) == 1
+    text = log.read_text()
+    assert "simple_weather (resources_servers/simple_weather) exited unexpectedly" in text
+    assert not any(answers(url) for url in urls.values())
+
+
+def test_kill_9_of_ng_run_leaves_no_server_behind(standin: StandinServer, tmp_path: Path) -> None:
+    log = tmp_path / "ng_run.log"
+    gym = GymProcess(ROOT, SEED_CONFIG_PATHS, env(standin), log_path=log).start()
+    urls = [server["url"] for server in gym.servers()]
+    assert gym.process is not None
+    os.kill(gym.process.pid, signal.SIGKILL)
+    gym.process.wait()
+    deadline = time.monotonic() + 15
+    while any(answers(url) for url in urls) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(answers(url) for url in urls)
+
+
+def run_ng_run(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [console_script("ng_run"), f"+config_paths=[{', '.join(SEED_CONFIG_PATHS)}]", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_model_not_served_is_refused_at_start_up_with_the_served_list(standin: StandinServer) -> None:
+    result = run_ng_run(*env(standin, model="meta-llama/Llama-3.1-8B-Instruct"), f"+head_server.port={free_port()}")
+    assert result.returncode == 1
+    assert "does not serve model 'meta-llama/Llama-3.1-8B-Instruct'" in result.stdout
+    assert standin.script.model in result.stdout
+    assert "sk-do-not-print" not in result.stdout + result.stderr
+
+
+def test_unreachable_base_url_names_the_url_and_the_health_check() -> None:
+    port = free_port()
+    overrides = [f"++policy_base_url=http://127.0.0.1:{port}/v1", "++policy_api_key=x", "++policy_model_name=m"]
+    result = run_ng_run(*overrides, f"+head_server.port={free_port()}")
+    assert result.returncode == 1
+    assert f"cannot reach the vLLM server at http://127.0.0.1:{port}/v1/models" in result.stdout
+    assert f"curl http://127.0.0.1:{port}/health" in result.stdout
+
+
+def test_config_errors_stop_before_anything_starts() -> None:
+    result = run_ng_run()
+    assert result.returncode == 2
+    assert "uses ${policy_base_url}, but 'policy_base_url' is not set" in result.stderr
+
+
+def test_two_ng_runs_at_once_never_share_a_port(standin: StandinServer, tmp_path: Path) -> None:
+    first = GymProcess(ROOT, SEED_CONFIG_PATHS, env(standin), log_path=tmp_path / "a.log")
+    second = GymProcess(ROOT, SEED_CONFIG_PATHS, env(standin), log_path=tmp_path / "b.log")
+    with first, second:
+        ports = [server["url"] for gym in (first, second) for server in gym.servers()]
+        assert len(set(ports)) == 6
+
+
+def test_head_port_in_use_is_a_clear_error(standin: StandinServer, tmp_path: Path) -> None:
+    with GymProcess(ROOT, SEED_CONFIG_PATHS, env(standin), log_path=tmp_path / "a.log") as gym:
+        result = run_ng_run(*env(standin), f"+head_server.port={gym.head_port}")
+    assert result.returncode == 2
+    assert f"head_server.port: cannot listen on 127.0.0.1:{gym.head_port}" in result.stderr
+
+
+def test_collect_against_the_running_gym_and_resume(standin: StandinServer, tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
+    args = (
+        "+agent_name=simple_weather_simple_agent",
+        "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
+        f"+output_jsonl_fpath={output}",
+    )
+    with GymProcess(ROOT, SEED_CONFIG_PATHS, env(standin), log_path=tmp_path / "a.log") as gym:
+        gym.collect(*args, "+limit=10")
+        assert len(output.read_text().splitlines()) == 10
+        again = gym.collect(*args, "+limit=10", "+num_repeats=2")
+        assert "(+10 from earlier runs)" in again.stdout
+        assert len(output.read_text().splitlines()) == 20
+        unknown = gym.collect("+agent_name=nope", *args[1:], check=False)
+        assert unknown.returncode == 2 and "agents: simple_weather_simple_agent" in unknown.stderr
+
+
+def test_ng_test_runs_a_servers_tests() -> None:
+    result = subprocess.run(
+        [console_script("ng_test"), "+entrypoint=resources_servers/simple_weather", "+pytest_args=-q"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " passed" in result.stdout
+    missing = subprocess.run([console_script("ng_test"), "+entrypoint=resources_servers/nope"], cwd=ROOT,
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert missing.returncode == 2 and "no server folder" in missing.stderr
+
+
+def test_console_scripts_are_installed() -> None:
+    for name in ("ng_run", "ng_collect_rollouts", "ng_test", "ng_status"):
+        assert Path(console_script(name)).is_file(), name
+    assert Path(sys.executable).parent.name == "bin"
