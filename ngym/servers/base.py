@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,6 +29,7 @@ class ServerConfig(BaseModel):
     entrypoint: str = "app.py"
     host: str | None = None
     port: int | None = None
+    num_workers: int = Field(default=1, ge=1, description="processes serving this instance on one port")
     # Descriptive metadata found in NeMo Gym configs; accepted so those configs work unchanged.
     domain: str | None = None
     description: str | None = None

@@ -7,6 +7,7 @@ child starts and two ng_runs can never race for it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import importlib
 import inspect
@@ -14,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +56,14 @@ def load_server_class(root: Path, spec: InstanceSpec) -> type[Server[Any]]:
     return found[0]
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM us if ng_run dies, even by SIGKILL, so no server is ever orphaned."""
-    parent = os.environ.get(PARENT_PID_ENV)
-    if not parent or not sys.platform.startswith("linux"):
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGTERM us if our parent dies, even by SIGKILL, so no server is ever orphaned."""
+    if not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != int(parent):
-        sys.exit(1)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 async def _serve(server: Server[Any], sock: socket.socket) -> int:
@@ -82,6 +83,39 @@ async def _serve(server: Server[Any], sock: socket.socket) -> int:
     return 0
 
 
+def _run_workers(count: int, build: Callable[[], Server[Any]], sock: socket.socket) -> int:
+    """Fork `count` worker processes sharing the listening socket; each has its own event loop, HTTP client
+    and server object. The first worker to fail takes the others down, so ng_run sees the failure."""
+    supervisor = os.getpid()
+    workers: set[int] = set()
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            _die_with_parent(supervisor)
+            os._exit(uvloop.run(_serve(build(), sock)))
+        workers.add(pid)
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    status = 0
+    while workers:
+        pid, wait_status = os.wait()
+        workers.discard(pid)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if code != 0 and not stopping:
+            status = code if code > 0 else 1
+            stop(signal.SIGTERM, None)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instance", required=True)
@@ -89,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True, type=Path)
     parser.add_argument("--fd", required=True, type=int)
     args = parser.parse_args(argv)
-    _die_with_parent()
+    parent = os.environ.get(PARENT_PID_ENV)
+    if parent:
+        _die_with_parent(int(parent))
     config = orjson.loads(args.config_file.read_bytes())
     try:
         spec = instance_spec(config, args.instance)
@@ -99,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.instance}: {exc}", file=sys.stderr, flush=True)
         return 2
     sock = socket.socket(fileno=args.fd)
-    return uvloop.run(_serve(server, sock))
+    workers = server.config.num_workers
+    if workers == 1:
+        return uvloop.run(_serve(server, sock))
+    return _run_workers(workers, lambda: server_class.from_config(config, args.instance), sock)
 
 
 if __name__ == "__main__":

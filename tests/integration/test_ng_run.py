@@ -4,6 +4,7 @@ vLLM is the scripted stand-in here (these are about process handling, not about 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
+from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
@@ -178,3 +181,37 @@ def test_console_scripts_are_installed() -> None:
     for name in ("ng_run", "ng_collect_rollouts", "ng_test", "ng_status"):
         assert Path(console_script(name)).is_file(), name
     assert Path(sys.executable).parent.name == "bin"
+
+
+def test_model_server_workers_keep_each_session_on_one_vllm(tmp_path: Path) -> None:
+    with StandinServer(StandinScript()) as first, StandinServer(StandinScript()) as second:
+        overrides = [
+            f"++policy_base_url=[{first.base_url}, {second.base_url}]",
+            "++policy_api_key=x",
+            f"++policy_model_name={first.script.model}",
+            "++policy_model.responses_api_models.vllm_model.num_workers=3",
+        ]
+        with GymProcess(ROOT, SEED_CONFIG_PATHS, overrides, log_path=tmp_path / "ng_run.log") as gym:
+            model_url = gym.url_of("policy_model")
+            launcher = next(
+                int(line.split()[-1])
+                for line in (tmp_path / "ng_run.log").read_text().splitlines()
+                if line.startswith("policy_model ")
+            )
+            workers = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+            assert len(workers) == 3
+            for session in range(24):
+                opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+                for turn in range(3):
+                    body = json.dumps({"input": f"session {session} turn {turn}"}).encode()
+                    request = urllib.request.Request(
+                        model_url + "/v1/responses", body, {"Content-Type": "application/json"}
+                    )
+                    with opener.open(request, timeout=10) as answer:
+                        assert answer.status == 200
+        per_server = [Counter(s.log.session_ids()) for s in (first, second)]
+    sessions = set(per_server[0]) | set(per_server[1])
+    assert len(sessions) == 24
+    assert not set(per_server[0]) & set(per_server[1]), "a session's turns went to both vLLM servers"
+    assert all(count == 3 for counter in per_server for count in counter.values())
+    assert min(len(per_server[0]), len(per_server[1])) >= 6, "new sessions were not spread"
