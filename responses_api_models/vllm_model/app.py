@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ngym.http.app import HttpError, json_response, read_json_object
-from ngym.http.client import NO_RETRY, HttpClient, RetryPolicy, Timeouts, UpstreamError
+from ngym.http.client import NO_RETRY, RETRYABLE_STATUSES, HttpClient, RetryPolicy, Timeouts, UpstreamError
 from ngym.protocol.convert import (
     ConversionError,
     ConversionOptions,
@@ -35,7 +36,9 @@ from ngym.servers.model import ModelServer
 from ngym.upstream.pool import UPSTREAM_COOKIE, Session, Upstream, UpstreamPool, parse_session_cookie
 
 SESSION_HEADER = "X-Session-ID"
-CONTEXT_LENGTH_MARKERS = (b"maximum context length", b"max_model_len", b"context length")
+# vLLM's answers for a prompt that does not fit the context (current, and older releases). Not "max_model_len":
+# `max_tokens=N cannot be greater than max_model_len` is the caller's mistake and must stay an error.
+CONTEXT_LENGTH_MARKERS = (b"maximum context length", b"is too long to fit into the model")
 
 
 class VllmModelConfig(ServerConfig):
@@ -153,7 +156,7 @@ class VllmModel(ModelServer[VllmModelConfig]):
         try:
             payload = responses_to_chat_request(body, self.config.model, self.options)
         except ConversionError as exc:
-            raise HttpError(400, str(exc), param=exc.param) from None
+            raise HttpError(422, str(exc), param=exc.param) from None
         session = _session(request)
         chat, upstream = await self._complete(payload, session)
         if chat is None:
@@ -171,7 +174,7 @@ class VllmModel(ModelServer[VllmModelConfig]):
         try:
             payload = chat_request_to_upstream(body, self.config.model, self.options)
         except ConversionError as exc:
-            raise HttpError(400, str(exc), param=exc.param) from None
+            raise HttpError(422, str(exc), param=exc.param) from None
         session = _session(request)
         chat, upstream = await self._complete(payload, session)
         if chat is None:
@@ -209,6 +212,8 @@ class VllmModel(ModelServer[VllmModelConfig]):
         that answered. A server that cannot be reached leaves rotation and the session moves on."""
         body = orjson.dumps(self._apply_config(payload))
         tried: set[int] = set()
+        # With several servers the client makes one attempt per call; 429/5xx answers are retried here instead.
+        policy, started, answered = self.http.retry, time.monotonic(), 0
         while True:
             upstream = self.pool.choose(session, frozenset(tried))
             headers = {**self.upstream_headers, SESSION_HEADER: session.session_id}
@@ -230,6 +235,11 @@ class VllmModel(ModelServer[VllmModelConfig]):
                 return orjson.loads(result.body), upstream
             if result.status == 400 and _is_context_length_error(result.body):
                 return None, upstream
+            if self.failover_retry is not None and result.status in RETRYABLE_STATUSES:
+                answered += 1
+                if answered < policy.max_attempts and time.monotonic() - started < policy.deadline:
+                    await asyncio.sleep(policy.delay(answered))
+                    continue
             raise _upstream_http_error(upstream, result.status, result.body)
 
     async def _prompt_ids_if_missing(
@@ -272,6 +282,8 @@ def _session(request: Request) -> Session:
 
 def _is_context_length_error(body: bytes) -> bool:
     lowered = body.lower()
+    if b"cannot be greater than max_model_len" in lowered:
+        return False  # max_tokens alone exceeds the model's length: the caller's mistake, not a long prompt
     return any(marker in lowered for marker in CONTEXT_LENGTH_MARKERS)
 
 

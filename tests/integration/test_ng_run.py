@@ -178,7 +178,7 @@ def test_ng_test_runs_a_servers_tests() -> None:
 
 
 def test_console_scripts_are_installed() -> None:
-    for name in ("ng_run", "ng_collect_rollouts", "ng_test", "ng_status"):
+    for name in ("ng_run", "ng_collect_rollouts", "ng_test", "ng_status", "gym"):
         assert Path(console_script(name)).is_file(), name
     assert Path(sys.executable).parent.name == "bin"
 
@@ -215,3 +215,10 @@ def test_model_server_workers_keep_each_session_on_one_vllm(tmp_path: Path) -> N
     assert not set(per_server[0]) & set(per_server[1]), "a session's turns went to both vLLM servers"
     assert all(count == 3 for counter in per_server for count in counter.values())
     assert min(len(per_server[0]), len(per_server[1])) >= 6, "new sessions were not spread"
+
+
+def test_gym_aliases_reach_the_documented_commands() -> None:
+    result = subprocess.run([console_script("gym"), "eval", "run", "+agent_name=x"], cwd=ROOT, capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("ng_collect_rollouts: error: invalid arguments")
