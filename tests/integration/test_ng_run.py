@@ -21,7 +21,7 @@ import pytest
 
 from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
 from ngym.testing.vllm_server import free_port
-from ngym.testing.vllm_standin import StandinScript, StandinServer
+from ngym.testing.vllm_standin import Delay, StandinScript, StandinServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -222,3 +222,35 @@ def test_gym_aliases_reach_the_documented_commands() -> None:
                             text=True, check=False)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.startswith("ng_collect_rollouts: error: invalid arguments")
+
+
+def test_ctrl_c_during_collection_keeps_whole_finished_rollouts_and_resume_completes(tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
+    args = [
+        "+agent_name=simple_weather_simple_agent",
+        "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
+        f"+output_jsonl_fpath={output}",
+        "+limit=40",
+        "+num_samples_in_parallel=4",
+    ]
+    with StandinServer(StandinScript()) as slow, GymProcess(ROOT, SEED_CONFIG_PATHS, env(slow),
+                                                           log_path=tmp_path / "ng_run.log") as gym:  # fmt: skip
+        slow.script.down = Delay(0.3)
+        command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={gym.head_port}"]
+        collector = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while (not output.exists() or len(output.read_bytes().split(b"\n")) < 6) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        collector.send_signal(signal.SIGINT)
+        stdout, stderr = collector.communicate(timeout=60)
+        assert "cancelling" in stderr
+        assert "expected 40" in stdout
+        lines = output.read_bytes().split(b"\n")
+        assert lines[-1] == b"", "the output must end with a whole line"
+        done = [json.loads(line) for line in lines[:-1]]
+        assert 5 <= len(done) < 40
+        slow.script.down = None
+        resumed = gym.collect(*args)
+    assert f"(+{len(done)} from earlier runs)" in resumed.stdout
+    keys = [tuple(json.loads(line)["_ngym"].values()) for line in output.read_text().split("\n") if line]
+    assert sorted(keys) == [(i, 0) for i in range(40)]
