@@ -85,8 +85,13 @@ class Server(Generic[ConfigT]):
         """Build the server for instance_name of a resolved configuration."""
         spec = instance_spec(config, instance_name)
         validated = validate_server_config(cls.config_model, spec)
-        context = ServerContext(instance_name, config, http or HttpClient())
+        context = ServerContext(instance_name, config, http or cls.http_client(validated))
         return cls(validated, context)  # type: ignore[arg-type]
+
+    @classmethod
+    def http_client(cls, config: Any) -> HttpClient:
+        """The outbound client this server's requests use; override to set its timeouts and retries."""
+        return HttpClient()
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/health", self.health, methods=["GET"])]

@@ -247,14 +247,8 @@ class Supervisor:
 
     def _table(self) -> str:
         rows = [("instance", "type", "url", "pid")]
-        rows.append(
-            (
-                "head_server",
-                "head",
-                f"http://{head_address(self.plan.config)[0]}:{head_address(self.plan.config)[1]}",
-                str(os.getpid()),
-            )
-        )
+        head_host, head_port = head_address(self.plan.config)
+        rows.append(("head_server", "head", f"http://{head_host}:{head_port}", str(os.getpid())))
         for child in self.plan.children:
             pid = str(child.process.pid) if child.process else "-"
             rows.append((child.spec.name, f"{child.spec.server_type}/{child.spec.implementation}", child.url, pid))

@@ -135,8 +135,9 @@ def _last_user_text(params: dict[str, Any]) -> str:
 
 
 def _mentioned(city: str, text: str) -> bool:
-    words = normalize_city(" ".join(text.replace("?", " ").replace("!", " ").split()))
+    """Whether the user's text names the city (whole words; `sf`, `nyc`, ... count as their city)."""
+    words = " ".join(text.lower().replace(".", " ").replace(",", " ").replace("?", " ").replace("!", " ").split())
     target = normalize_city(city)
-    if target in words:
+    if f" {target} " in f" {words} ":
         return True
     return any(CITY_ALIASES.get(word) == target for word in words.split())

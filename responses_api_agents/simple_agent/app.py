@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from pydantic import Field
 
 from ngym.http.app import HttpError
-from ngym.http.client import HttpResult, UpstreamError
+from ngym.http.client import HttpClient, HttpResult, RetryPolicy, Timeouts, UpstreamError
 from ngym.http.cookies import CookieStore
 from ngym.servers.agent import Agent, AgentConfig
 from ngym.servers.base import ServerReference
@@ -16,7 +17,8 @@ from ngym.servers.base import ServerReference
 class SimpleAgentConfig(AgentConfig):
     resources_server: ServerReference
     model_server: ServerReference
-    max_steps: int | None = 10
+    max_steps: int | None = Field(default=10, ge=1)
+    request_timeout_s: float = Field(default=3600.0, gt=0, description="per model or tool call")
 
 
 class AgentFailure(HttpError):
@@ -28,6 +30,12 @@ class AgentFailure(HttpError):
 
 class SimpleAgent(Agent[SimpleAgentConfig]):
     config_model = SimpleAgentConfig
+
+    @classmethod
+    def http_client(cls, config: SimpleAgentConfig) -> HttpClient:
+        # The model server already retried vLLM; here one more try covers a dropped connection, and the
+        # collector retries whole rollouts, so retries never multiply out of bounds.
+        return HttpClient(timeouts=Timeouts(total=config.request_timeout_s), retry=RetryPolicy(max_attempts=2))
 
     async def startup(self) -> None:
         self.model_url = self.directory.url(self.config.model_server.as_ref())

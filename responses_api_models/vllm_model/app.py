@@ -81,11 +81,14 @@ class VllmModelConfig(ServerConfig):
 class VllmModel(ModelServer[VllmModelConfig]):
     config_model = VllmModelConfig
 
-    def __init__(self, config: VllmModelConfig, context: ServerContext) -> None:
-        context.http = HttpClient(
+    @classmethod
+    def http_client(cls, config: VllmModelConfig) -> HttpClient:
+        return HttpClient(
             timeouts=Timeouts(total=config.request_timeout_s, connect=config.connect_timeout_s),
             retry=RetryPolicy(max_attempts=config.max_retries + 1, deadline=config.retry_deadline_s),
         )
+
+    def __init__(self, config: VllmModelConfig, context: ServerContext) -> None:
         super().__init__(config, context)
         self.pool = UpstreamPool(config.base_urls)
         self.options = ConversionOptions(
