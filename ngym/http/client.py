@@ -38,6 +38,8 @@ class RetryPolicy:
     base_delay: float = 0.2
     max_delay: float = 4.0
     deadline: float = 900.0  # seconds from the first attempt; no retry starts after it
+    # Retry refused and dropped connections in place. Off where the caller has another server to move to.
+    reconnect: bool = True
 
     def delay(self, attempt: int) -> float:
         """Full-jitter exponential backoff for the given (1-based) failed attempt."""
@@ -206,12 +208,12 @@ class HttpClient:
                     url, f"no answer within the {limit:g} s request timeout", UpstreamError.TIMEOUT
                 ) from None
             except aiohttp.ClientConnectorError as exc:
-                if not _may_retry(policy, attempt, started):
+                if not policy.reconnect or not _may_retry(policy, attempt, started):
                     errno = exc.os_error.errno
                     reason = f"cannot connect: {os.strerror(errno) if errno else exc.os_error}"
                     raise UpstreamError(url, reason, UpstreamError.CONNECT) from None
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
-                if not _may_retry(policy, attempt, started):
+                if not policy.reconnect or not _may_retry(policy, attempt, started):
                     reason = f"connection dropped: {type(exc).__name__}"
                     raise UpstreamError(url, reason, UpstreamError.DROPPED) from None
             await asyncio.sleep(policy.delay(attempt))

@@ -10,6 +10,8 @@ import itertools
 import zlib
 from dataclasses import dataclass
 
+from ngym.http.client import redact_url
+
 UPSTREAM_COOKIE = "ngym_upstream"
 
 
@@ -20,6 +22,11 @@ class Upstream:
     in_flight: int = 0
     healthy: bool = True
     requests: int = 0
+
+    @property
+    def shown(self) -> str:
+        """base_url as it may appear in messages (no user:password)."""
+        return redact_url(self.base_url)
 
     @property
     def chat_url(self) -> str:

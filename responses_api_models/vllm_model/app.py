@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
-import time
 from typing import Any
 
 import orjson
@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ngym.http.app import HttpError, json_response, read_json_object
-from ngym.http.client import NO_RETRY, RETRYABLE_STATUSES, HttpClient, RetryPolicy, Timeouts, UpstreamError
+from ngym.http.client import NO_RETRY, HttpClient, RetryPolicy, Timeouts, UpstreamError, redact_url
 from ngym.protocol.convert import (
     ConversionError,
     ConversionOptions,
@@ -101,7 +101,11 @@ class VllmModel(ModelServer[VllmModelConfig]):
             headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
         self.upstream_headers = headers
         # With several servers a refused connection moves the session at once instead of retrying in place.
-        self.failover_retry = RetryPolicy(max_attempts=1) if len(self.pool.upstreams) > 1 else None
+        # With several servers a refused or dropped connection moves the session at once instead of retrying
+        # in place; 429/5xx answers are retried on the same server either way.
+        self.upstream_retry = (
+            dataclasses.replace(self.http.retry, reconnect=False) if len(self.pool.upstreams) > 1 else self.http.retry
+        )
         self._health_task: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
@@ -122,23 +126,24 @@ class VllmModel(ModelServer[VllmModelConfig]):
             )
         except UpstreamError as exc:
             raise StartupError(
-                f"cannot reach the vLLM server at {upstream.models_url}: {exc.reason}. "
-                f"Check that vLLM is running (curl {upstream.root_url}/health) and that base_url "
+                f"cannot reach the vLLM server at {redact_url(upstream.models_url)}: {exc.reason}. "
+                f"Check that vLLM is running (curl {redact_url(upstream.root_url)}/health) and that base_url "
                 "(policy_base_url in env.yaml) is its address."
             ) from None
         if result.status in (401, 403):
             raise StartupError(
-                f"the vLLM server at {upstream.base_url} refused the api_key (HTTP {result.status}). Check that "
+                f"the vLLM server at {upstream.shown} refused the api_key (HTTP {result.status}). Check that "
                 "api_key (policy_api_key in env.yaml) matches the --api-key vLLM was started with."
             )
         if not result.ok:
             raise StartupError(
-                f"the vLLM server at {upstream.models_url} answered HTTP {result.status}: {_error_message(result.body)}"
+                f"the vLLM server at {redact_url(upstream.models_url)} answered HTTP {result.status}: "
+                f"{_error_message(result.body)}"
             )
         served = [str(m.get("id")) for m in (_json_or_empty(result.body).get("data") or []) if isinstance(m, dict)]
         if self.config.model not in served:
             raise StartupError(
-                f"the vLLM server at {upstream.base_url} does not serve model {self.config.model!r}; it serves: "
+                f"the vLLM server at {upstream.shown} does not serve model {self.config.model!r}; it serves: "
                 f"{', '.join(served) or 'nothing'}. Set model (policy_model_name in env.yaml) to the name vLLM "
                 "serves (its --served-model-name, or the --model path), and make sure the model finished loading."
             )
@@ -169,7 +174,7 @@ class VllmModel(ModelServer[VllmModelConfig]):
             try:
                 answer = chat_response_to_response(chat, body, self.options, prompt_ids)
             except TokenDataError as exc:
-                raise HttpError(502, f"vLLM at {upstream.base_url} returned unusable token data: {exc}") from None
+                raise HttpError(502, f"vLLM at {upstream.shown} returned unusable token data: {exc}") from None
         return self._reply(answer, session, upstream)
 
     async def chat_completions(self, request: Request) -> Response:
@@ -187,7 +192,7 @@ class VllmModel(ModelServer[VllmModelConfig]):
             try:
                 answer = chat_response_to_caller(chat, self.options, prompt_ids)
             except TokenDataError as exc:
-                raise HttpError(502, f"vLLM at {upstream.base_url} returned unusable token data: {exc}") from None
+                raise HttpError(502, f"vLLM at {upstream.shown} returned unusable token data: {exc}") from None
         return self._reply(answer, session, upstream)
 
     async def models(self, _request: Request) -> Response:
@@ -215,15 +220,13 @@ class VllmModel(ModelServer[VllmModelConfig]):
         that answered. A server that cannot be reached leaves rotation and the session moves on."""
         body = orjson.dumps(self._apply_config(payload))
         tried: set[int] = set()
-        # With several servers the client makes one attempt per call; 429/5xx answers are retried here instead.
-        policy, started, answered = self.http.retry, time.monotonic(), 0
         while True:
             upstream = self.pool.choose(session, frozenset(tried))
             headers = {**self.upstream_headers, SESSION_HEADER: session.session_id}
             upstream.in_flight += 1
             upstream.requests += 1
             try:
-                result = await self.http.post_json(upstream.chat_url, body, headers, retry=self.failover_retry)
+                result = await self.http.post_json(upstream.chat_url, body, headers, retry=self.upstream_retry)
             except UpstreamError as exc:
                 if exc.server_unreachable:
                     self.pool.mark_down(upstream)
@@ -231,18 +234,13 @@ class VllmModel(ModelServer[VllmModelConfig]):
                     if len(tried) < len(self.pool.upstreams):
                         continue
                 status = 504 if exc.kind == UpstreamError.TIMEOUT else 502
-                raise HttpError(status, f"vLLM at {upstream.base_url}: {exc.reason}") from None
+                raise HttpError(status, f"vLLM at {upstream.shown}: {exc.reason}") from None
             finally:
                 upstream.in_flight -= 1
             if result.ok:
                 return orjson.loads(result.body), upstream
             if result.status == 400 and _is_context_length_error(result.body):
                 return None, upstream
-            if self.failover_retry is not None and result.status in RETRYABLE_STATUSES:
-                answered += 1
-                if answered < policy.max_attempts and time.monotonic() - started < policy.deadline:
-                    await asyncio.sleep(policy.delay(answered))
-                    continue
             raise _upstream_http_error(upstream, result.status, result.body)
 
     async def _prompt_ids_if_missing(
@@ -258,12 +256,12 @@ class VllmModel(ModelServer[VllmModelConfig]):
         try:
             result = await self.http.post_json(upstream.root_url + "/tokenize", request, self.upstream_headers)
         except UpstreamError as exc:
-            raise HttpError(502, f"vLLM /tokenize at {upstream.root_url}: {exc.reason}") from None
+            raise HttpError(502, f"vLLM /tokenize at {redact_url(upstream.root_url)}: {exc.reason}") from None
         if not result.ok:
             raise _upstream_http_error(upstream, result.status, result.body, "/tokenize")
         tokens = _json_or_empty(result.body).get("tokens")
         if not isinstance(tokens, list):
-            raise HttpError(502, f"vLLM /tokenize at {upstream.root_url} answered without 'tokens'")
+            raise HttpError(502, f"vLLM /tokenize at {redact_url(upstream.root_url)} answered without 'tokens'")
         return tokens
 
     def _reply(self, answer: dict[str, Any], session: Session, upstream: Upstream) -> Response:
@@ -309,7 +307,7 @@ def _error_message(body: bytes) -> str:
 
 
 def _upstream_http_error(upstream: Upstream, status: int, body: bytes, path: str = "") -> HttpError:
-    where = f"vLLM at {upstream.base_url}{path}"
+    where = f"vLLM at {upstream.shown}{path}"
     if status in (401, 403):
         return HttpError(502, f"{where} refused the api_key (HTTP {status}); check api_key (policy_api_key)")
     message = _error_message(body)
