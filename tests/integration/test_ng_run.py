@@ -4,6 +4,7 @@ vLLM is the scripted stand-in here (these are about process handling, not about 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,11 +18,12 @@ from collections.abc import Iterator
 from http.cookiejar import CookieJar
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
 from ngym.testing.vllm_server import free_port
-from ngym.testing.vllm_standin import Delay, StandinScript, StandinServer
+from ngym.testing.vllm_standin import Delay, DropConnection, StandinScript, StandinServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -254,3 +256,37 @@ def test_ctrl_c_during_collection_keeps_whole_finished_rollouts_and_resume_compl
     assert f"(+{len(done)} from earlier runs)" in resumed.stdout
     keys = [tuple(json.loads(line)["_ngym"].values()) for line in output.read_text().split("\n") if line]
     assert sorted(keys) == [(i, 0) for i in range(40)]
+
+
+async def test_200_sessions_on_two_vllm_servers_stay_put_spread_evenly_and_survive_one_dying(tmp_path: Path) -> None:
+    sessions, turns = 200, 3
+    with StandinServer(StandinScript()) as first, StandinServer(StandinScript()) as second:
+        overrides = [
+            f"++policy_base_url=[{first.base_url}, {second.base_url}]",
+            "++policy_api_key=x",
+            f"++policy_model_name={first.script.model}",
+        ]
+        with GymProcess(ROOT, SEED_CONFIG_PATHS, overrides, log_path=tmp_path / "ng_run.log") as gym:
+            url = gym.url_of("policy_model") + "/v1/responses"
+            jars = [aiohttp.CookieJar(unsafe=True) for _ in range(sessions)]
+            connector = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(connector=connector) as http:
+
+                async def turn(index: int, number: int) -> None:
+                    cookies = {c.key: c.value for c in jars[index]}
+                    body = {"input": f"session {index} turn {number}", "max_output_tokens": 8}
+                    async with http.post(url, json=body, cookies=cookies) as resp:
+                        assert resp.status == 200, await resp.text()
+                        jars[index].update_cookies(resp.cookies)
+
+                await asyncio.gather(*(turn(i, 0) for i in range(sessions)))
+                await asyncio.gather(*(turn(i, 1) for i in range(sessions)))
+                placed = [Counter(s.log.session_ids()) for s in (first, second)]
+                assert not set(placed[0]) & set(placed[1]), "a session's turns went to both servers"
+                assert abs(len(placed[0]) - len(placed[1])) <= sessions * 0.1, [len(p) for p in placed]
+                second.script.down = DropConnection()  # the second vLLM stops answering
+                await asyncio.gather(*(turn(i, 2) for i in range(sessions)))
+        finished = Counter(first.log.session_ids())
+    assert len(finished) == sessions
+    assert all(finished[s] == turns for s in placed[0]), "sessions on the surviving server stay there"
+    assert all(finished[s] == 1 for s in placed[1]), "sessions of the dead server finish on the other one"
