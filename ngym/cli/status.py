@@ -6,21 +6,12 @@ Usage: ng_status [+head_server.port=11000]
 from __future__ import annotations
 
 import sys
-import urllib.error
-import urllib.request
 
 from ngym.cli.common import repo_root, run_cli
 from ngym.config.instances import DEFAULT_HEAD_PORT, DEFAULT_HOST, connect_host
 from ngym.config.load import load_config
+from ngym.http.probe import answers
 from ngym.servers.head import fetch_from_head
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=3) as answer:
-            return bool(answer.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 def run(args: list[str]) -> int:
@@ -31,7 +22,7 @@ def run(args: list[str]) -> int:
     servers = fetch_from_head(host, port, "/servers")
     down = 0
     for server in servers:
-        ok = bool(server.get("url")) and _answers(server["url"])
+        ok = bool(server.get("url")) and answers(server["url"])
         down += not ok
         kind = f"{server['server_type']}/{server['implementation']}"
         print(f"{server['name']:<32} {kind:<40} {server.get('url') or '-':<28} {'ok' if ok else 'NOT ANSWERING'}")

@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from ngym.http.probe import answers
 from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
 from ngym.testing.vllm_server import free_port
 from ngym.testing.vllm_standin import Delay, DropConnection, StandinScript, StandinServer
@@ -40,14 +41,6 @@ def env(standin: StandinServer, model: str | None = None) -> list[str]:
         "++policy_api_key=sk-do-not-print",
         f"++policy_model_name={model or standin.script.model}",
     ]
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=2):
-            return True
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 def pid_alive(pid: int) -> bool:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ngym.http.probe import answers
 from ngym.protocol.convert import ConversionOptions, responses_to_chat_request
 from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess
 from ngym.testing.vllm_server import VllmServer
@@ -34,14 +33,6 @@ def env_overrides(base_url: str | list[str], model: str) -> list[str]:
 def read_rows(path: Path) -> list[dict[str, Any]]:
     # Not splitlines(): model text may hold U+2028 and friends, which JSON leaves unescaped.
     return [json.loads(line) for line in path.read_text().split("\n") if line]
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=2):
-            return True
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 def request_count(server: VllmServer) -> float:
