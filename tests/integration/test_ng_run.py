@@ -66,6 +66,9 @@ def test_table_then_ctrl_c_stops_every_server(standin: StandinServer, tmp_path: 
         assert name in text
     pids = server_pids(text)
     assert len(pids) == 4
+    status = subprocess.run([console_script("ng_status"), f"+head_server.port={gym.head_port}"], cwd=ROOT,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert status.returncode == 0 and status.stdout.count(" ok") == 3, status.stdout
     assert gym.stop() == 0
     assert not any(answers(url) for url in urls)
     assert not any(pid_alive(pid) for pid in pids if pid != gym.process.pid)  # type: ignore[union-attr]
