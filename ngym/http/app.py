@@ -117,6 +117,7 @@ def uvicorn_config(app: ASGIApp, *, fd: int | None = None, host: str = "127.0.0.
         lifespan="on",
         log_level="warning",
         access_log=False,
+        proxy_headers=False,  # nothing reads the client address; saves a middleware on every request
         timeout_keep_alive=75,
         backlog=4096,
     )

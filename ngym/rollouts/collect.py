@@ -13,6 +13,7 @@ from typing import Any, TextIO
 import orjson
 from tqdm import tqdm
 
+from ngym.gc_tuning import tune_garbage_collector
 from ngym.http.client import HttpClient, RetryPolicy, Timeouts, UpstreamError
 from ngym.rollouts.output import (
     META_KEY,
@@ -72,6 +73,7 @@ async def collect(plan: CollectPlan, log: TextIO) -> Summary:
         timeouts=Timeouts(total=plan.rollout_timeout_s),
         retry=RetryPolicy(max_attempts=plan.max_attempts, deadline=plan.rollout_timeout_s),
     )
+    tune_garbage_collector()
     started = time.monotonic()
     slots = asyncio.Semaphore(plan.num_samples_in_parallel)
     running: set[asyncio.Task[None]] = set()

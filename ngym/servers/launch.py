@@ -24,6 +24,7 @@ import uvloop
 
 from ngym.config.errors import ConfigError
 from ngym.config.instances import InstanceSpec
+from ngym.gc_tuning import tune_garbage_collector
 from ngym.http.app import EmbeddedUvicorn, uvicorn_config
 from ngym.servers.base import Server, StartupError, instance_spec
 
@@ -72,6 +73,7 @@ async def _serve(server: Server[Any], sock: socket.socket) -> int:
     except StartupError as exc:
         print(f"{server.context.instance_name}: cannot start: {exc}", file=sys.stderr, flush=True)
         return 2
+    tune_garbage_collector()
     try:
         config = uvicorn_config(server.app(manage_lifecycle=False), fd=sock.fileno())
         config.lifespan = "off"

@@ -1,0 +1,102 @@
+"""`python -m benchmarks [model_server] [rollouts] [profile]`: run benchmarks, print tables, write JSON.
+
+With no names, runs model_server and rollouts (profile needs py-spy and is run by name). Results go to
+benchmarks/results/bench-<time>.json and benchmarks/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks import model_server, profile, rollouts
+from benchmarks.report import load_snapshot, machine, markdown, model_server_table, profile_tables, rollouts_table
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NAMES = ("model_server", "rollouts", "profile")
+BUSY_WARNING = 0.5  # a core's share used by other processes before a run that makes its numbers suspect
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"{', '.join(NAMES)}; default: the first two")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per load point")
+    parser.add_argument("--warmup", type=float, default=1.5, help="seconds of load before each measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 256, 1024])
+    parser.add_argument("--rollouts", type=int, default=2000)
+    parser.add_argument("--parallel", type=int, default=64, help="ng_collect_rollouts' num_samples_in_parallel")
+    parser.add_argument("--profile-concurrency", type=int, default=64)
+    parser.add_argument("--profile-seconds", type=float, default=10.0)
+    parser.add_argument("--python-only", action="store_true", help="profile: Python frames only (no --native)")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in NAMES]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(NAMES)}")
+    return args
+
+
+def _check_load(snapshot: dict[str, Any]) -> None:
+    busy = [p for p in snapshot["busy_processes"] if p["cpu_share"] >= BUSY_WARNING]
+    print(f"load average {' '.join(snapshot['loadavg'])}", flush=True)
+    for process in busy:
+        print(f"WARNING: pid {process['pid']} uses {process['cpu_share']:.0%} of a core: {process['command']}")
+    if busy:
+        print("WARNING: other work competes for the CPU; throughput and latency below are pessimistic.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    names = args.names or ["model_server", "rollouts"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    document: dict[str, Any] = {"machine": machine(), "command": " ".join(["python -m benchmarks", *sys.argv[1:]])}
+    document["load_before"] = before = load_snapshot()
+    _check_load(before)
+    started = time.monotonic()
+    if "model_server" in names:
+        print("\n== model_server: one vllm_model process (ng_run) in front of the vLLM stand-in", flush=True)
+        settings = replace(
+            model_server.Settings(),
+            concurrencies=tuple(args.concurrency),
+            warmup_s=args.warmup,
+            duration_s=args.duration,
+        )
+        document["model_server"] = rows = model_server.run(settings, log=_log)
+        print("\n" + model_server_table(rows), flush=True)
+    if "rollouts" in names:
+        print("\n== rollouts: ng_collect_rollouts -> simple_agent -> vllm_model -> stand-in", flush=True)
+        rollout_settings = replace(rollouts.Settings(), rollouts=args.rollouts, parallel=args.parallel)
+        document["rollouts"] = result = rollouts.run(rollout_settings, log=_log)
+        print("\n" + rollouts_table(result), flush=True)
+    if "profile" in names:
+        print(f"\n== profile: py-spy on the model server at concurrency {args.profile_concurrency}", flush=True)
+        profile_settings = replace(
+            profile.Settings(),
+            concurrency=args.profile_concurrency,
+            seconds=args.profile_seconds,
+            native=not args.python_only,
+        )
+        document["profile"] = summaries = profile.run(profile_settings, log=_log)
+        for summary in summaries:
+            print("\n" + profile_tables(summary), flush=True)
+    document["load_after"] = after = load_snapshot()
+    document["wall_s"] = round(time.monotonic() - started, 1)
+    _check_load(after)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in (RESULTS / f"bench-{stamp}.json", RESULTS / "latest.json"):
+        path.write_text(json.dumps(document, indent=2) + "\n")
+    (RESULTS / "latest.md").write_text(markdown(document))
+    print(f"\nresults: {RESULTS / f'bench-{stamp}.json'} ({document['wall_s']:.0f} s)")
+    return 0
+
+
+def _log(text: str) -> None:
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
