@@ -63,7 +63,10 @@ def find_agent(head: HeadServerArgs, agent_name: str, ready_timeout: float) -> s
     host = connect_host(head.host)
 
     def say_waiting() -> None:
-        print("ng_collect_rollouts: waiting for ng_run's servers to be ready", file=sys.stderr)
+        print(
+            f"ng_collect_rollouts: waiting for ng_run (head server http://{host}:{head.port}) to be ready",
+            file=sys.stderr,
+        )
 
     wait_until_ready(host, head.port, ready_timeout, say_waiting)
     servers = fetch_from_head(host, head.port, "/servers")

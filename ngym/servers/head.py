@@ -61,12 +61,22 @@ def head_app(config: dict[str, Any], state: HeadState) -> Starlette:
     )
 
 
+HEAD_APPEAR_SECONDS = 30.0  # ng_run binds its head server within a second or two of starting
+
+
 def wait_until_ready(host: str, port: int, timeout: float, on_wait: Callable[[], None] | None = None) -> None:
-    """Block until the head server says every server is ready (a tool may be started beside ng_run)."""
-    deadline = time.monotonic() + timeout
+    """Block until the head server says every server is ready: a script may start a tool right beside ng_run.
+    No head server at all is an error after HEAD_APPEAR_SECONDS."""
+    started = time.monotonic()
     waited = False
-    while not fetch_from_head(host, port, "/health").get("ready"):
-        if time.monotonic() > deadline:
+    while True:
+        try:
+            if fetch_from_head(host, port, "/health").get("ready"):
+                return
+        except ConfigError:
+            if time.monotonic() - started > HEAD_APPEAR_SECONDS:
+                raise
+        if time.monotonic() - started > timeout:
             raise ConfigError(f"ng_run at http://{host}:{port} did not report its servers ready within {timeout:g} s")
         if not waited and on_wait is not None:
             on_wait()
