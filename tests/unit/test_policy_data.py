@@ -1,0 +1,51 @@
+"""The weather policy's training data and committed files agree with the environment they are for."""
+
+from __future__ import annotations
+
+import json
+
+from policy.cities import HELDOUT_CITIES, HELDOUT_KEYS, TRAIN_CITIES
+from policy.data import EXAMPLE_JSONL, HELDOUT_JSONL, heldout_rows, training_samples
+from policy.train import HELDOUT_SEED, SEED
+from resources_servers.simple_weather import app as weather
+
+
+def test_heldout_file_is_what_the_training_script_writes() -> None:
+    rows = [json.loads(line) for line in HELDOUT_JSONL.read_text().splitlines()]
+    assert rows == heldout_rows(HELDOUT_SEED)
+    assert len(rows) == 100
+    assert len({weather.normalize_city(row["expected_city"]) for row in rows}) == 100
+    example = json.loads(EXAMPLE_JSONL.read_text().splitlines()[0])["responses_create_params"]
+    for row in rows:
+        params = row["responses_create_params"]
+        assert params["tools"] == example["tools"]
+        assert row["expected_city"] in params["input"][-1]["content"]
+
+
+def test_heldout_cities_are_never_in_training_data() -> None:
+    assert not {c.lower() for c in TRAIN_CITIES} & {c.lower() for c in HELDOUT_CITIES}
+    for sample in training_samples(3000, SEED):
+        text = json.dumps(sample.messages, ensure_ascii=False).lower()
+        assert not [key for key in HELDOUT_KEYS if key in text], sample.city
+
+
+def test_training_conversations_match_simple_weather() -> None:
+    """The tool call, the tool's answer and the final answer are what the agent loop and the server produce."""
+    for sample in training_samples(300, SEED):
+        user, call, output, answer = sample.messages[-4:]
+        assert user["role"] == "user" and sample.city in user["content"]
+        arguments = json.loads(call["tool_calls"][0]["function"]["arguments"])
+        assert arguments == {"city": sample.city}
+        tool_answer = json.loads(output["content"])
+        assert tool_answer == {"city": sample.city, "weather_description": weather.weather_description(sample.city)}
+        assert output["tool_call_id"] == call["tool_calls"][0]["id"]
+        final = answer["content"]
+        rollout = {
+            "output": [
+                {"type": "function_call", "name": "get_weather", "call_id": "c", "arguments": json.dumps(arguments)},
+                {"type": "function_call_output", "call_id": "c", "output": output["content"]},
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": final}]},
+            ]
+        }
+        params = {"input": [{"role": "user", "content": user["content"]}]}
+        assert weather.score_rollout(params, rollout, sample.city)["reward"] == 1.0
