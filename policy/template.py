@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)
+from ngym.testing.hf_model_files import ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS
+
+__all__ = ["CHAT_TEMPLATE", "ENDOFTEXT", "IM_END", "IM_START", "SPECIAL_TOKENS", "TAG_TOKENS"]
+
 # Added but not "special", so they survive detokenisation whatever skip_special_tokens says: vLLM's hermes
 # parser looks for them in the generated text.
 TAG_TOKENS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")

@@ -7,14 +7,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from policy.template import CHAT_TEMPLATE, ENDOFTEXT, IM_END, SPECIAL_TOKENS, TAG_TOKENS
+from ngym.testing.hf_model_files import QWEN2_SPLIT_PATTERN, SPECIAL_TOKENS, write_tokenizer_config
+from policy.template import CHAT_TEMPLATE, TAG_TOKENS
 
-# Qwen2's pre-tokenisation regex: transformers loads a qwen2 model's tokenizer as Qwen2Tokenizer, which
-# applies this pattern (and NFC) whatever tokenizer.json says, so training must use it too.
-QWEN2_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-    r"|\s+(?!\S)|\s+"
-)
 # Training also cuts letters off the space or quote before them, so no merge joins the two: a city then has
 # the same tokens after a space (" Paris" in the question) as after a quote ("Paris" in the JSON call), and
 # copying it is copying token for token, which a tiny model can learn for names it has never seen.
@@ -26,7 +21,7 @@ Merge = tuple[str, str]
 def _pre_tokenizer(letters_apart: bool) -> Any:
     from tokenizers import Regex, pre_tokenizers
 
-    splits = [pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False)]
+    splits = [pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False)]
     if letters_apart:
         splits.append(pre_tokenizers.Split(Regex(LETTERS_APART), behavior="isolated", invert=False))
     return pre_tokenizers.Sequence([*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
@@ -105,23 +100,5 @@ def train_tokenizer(texts: list[str], vocab_size: int, min_count: int, out_dir: 
     # Saved with Qwen2's own pre-tokeniser: with no merge across a letter boundary, both split alike.
     tokenizer = _build(vocab, merges, letters_apart=False)
     tokenizer.save(str(out_dir / "tokenizer.json"))
-    config = {
-        "tokenizer_class": "Qwen2Tokenizer",
-        "bos_token": None,
-        "eos_token": IM_END,
-        "pad_token": ENDOFTEXT,
-        "unk_token": None,
-        "add_bos_token": False,
-        "add_prefix_space": False,
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": max_length,
-        "errors": "replace",
-        "chat_template": CHAT_TEMPLATE,
-    }
-    write_json(out_dir / "tokenizer_config.json", config)
-    write_json(out_dir / "special_tokens_map.json", {"eos_token": IM_END, "pad_token": ENDOFTEXT})
+    write_tokenizer_config(out_dir, CHAT_TEMPLATE, max_length)
     return tokenizer
-
-
-def write_json(path: Path, value: object) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ngym.testing.hf_model_files import write_generation_config
 from policy.data import HELDOUT_JSONL, heldout_rows, training_samples, write_jsonl
 from policy.encode import IGNORE, Encoded, encode, render
-from policy.model import MAX_POSITIONS, qwen2_config
+from policy.model import MAX_POSITIONS, policy_config
 from policy.selfcheck import check_heldout
-from policy.template import ENDOFTEXT, IM_END
-from policy.tokenizer import train_tokenizer, write_json
+from policy.tokenizer import train_tokenizer
 
 SEED = 1234
 HELDOUT_SEED = 6
@@ -159,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         check_tokenizer_agrees(work, texts[:500], tokenizer)
         data = encode_all(tokenizer, samples)
         vocab = tokenizer.get_vocab(with_added_tokens=True)
-        config = qwen2_config(len(vocab), eos_id=vocab[IM_END], pad_id=vocab[ENDOFTEXT])
-        model = Qwen2ForCausalLM(config)
+        model = Qwen2ForCausalLM(policy_config(vocab))
         n_params = sum(p.numel() for p in model.parameters())
         lengths = sorted(len(e.ids) for e in data)
         print(
@@ -173,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         # vLLM serves it in bfloat16: save that, and check what will actually be served.
         model = model.to(torch.bfloat16)
         model.save_pretrained(str(work), safe_serialization=True)
-        # No sampling defaults: vLLM would apply generation_config values to every request.
-        write_json(work / "generation_config.json", {"eos_token_id": vocab[IM_END], "pad_token_id": vocab[ENDOFTEXT]})
+        write_generation_config(work, vocab)
         rows = heldout_rows(HELDOUT_SEED)
         if args.write_heldout:
             write_jsonl(HELDOUT_JSONL, rows)

@@ -1,22 +1,29 @@
 """Generate a tiny, deterministic Qwen2 model that real vLLM (CPU build) can serve in tests.
 
-Run with the vLLM venv's interpreter: ``.venv-vllm/bin/python -m ngym.testing.tiny_model OUT_DIR``
-(or ``python path/to/tiny_model.py OUT_DIR``). torch/transformers/tokenizers are imported lazily, so the
-torch-less main venv can import this module and call :func:`ensure_tiny_model`, which shells out.
+Run from the repository root with the vLLM venv's interpreter: ``.venv-vllm/bin/python -m ngym.testing.tiny_model
+OUT_DIR``. torch/transformers/tokenizers are imported lazily, so the torch-less main venv can import this module
+and call :func:`ensure_tiny_model`, which shells out.
 
 The weights are random (seeded): the model babbles, and tests force exact text with vLLM's structured outputs.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+
+from ngym.testing.hf_model_files import (
+    QWEN2_SPLIT_PATTERN,
+    SPECIAL_TOKENS,
+    Qwen2Shape,
+    qwen2_config,
+    write_generation_config,
+    write_tokenizer_config,
+)
 
 # Bump when the generated files change, so stale caches are rebuilt.
 FORMAT_VERSION = "ngym-tiny-qwen2-v2"
@@ -31,16 +38,9 @@ NUM_LAYERS = 2
 NUM_HEADS = 2  # head_dim 64: vLLM's CPU attention refuses head_dim 16
 NUM_KV_HEADS = 2
 MAX_POSITIONS = 4096
+SHAPE = Qwen2Shape(HIDDEN_SIZE, INTERMEDIATE_SIZE, NUM_LAYERS, NUM_HEADS, NUM_KV_HEADS, MAX_POSITIONS)
 BPE_VOCAB_SIZE = 1200
 
-ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
-QWEN2_SPLIT_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-    r"|\s+(?!\S)|\s+"
-)
 # Not "special": they must survive detokenisation (skip_special_tokens) for the hermes / deepseek_r1 parsers.
 ADDED_TOKENS = ["<tool_call>", "</tool_call>", "<think>", "</think>", "<tool_response>", "</tool_response>"]
 
@@ -165,56 +165,19 @@ def _build_tokenizer(out_dir: Path) -> dict[str, int]:
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in ADDED_TOKENS])
     tokenizer.save(str(out_dir / "tokenizer.json"))
 
-    config = {
-        "tokenizer_class": "Qwen2Tokenizer",
-        "bos_token": None,
-        "eos_token": IM_END,
-        "pad_token": ENDOFTEXT,
-        "unk_token": None,
-        "add_bos_token": False,
-        "add_prefix_space": False,
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": MAX_POSITIONS,
-        "errors": "replace",
-        "chat_template": CHAT_TEMPLATE,
-    }
-    _write_json(out_dir / "tokenizer_config.json", config)
-    _write_json(out_dir / "special_tokens_map.json", {"eos_token": IM_END, "pad_token": ENDOFTEXT})
+    write_tokenizer_config(out_dir, CHAT_TEMPLATE, MAX_POSITIONS)
     vocab: dict[str, int] = tokenizer.get_vocab(with_added_tokens=True)
     return vocab
 
 
 def _build_model(out_dir: Path, token_id: dict[str, int]) -> None:
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
 
-    config = Qwen2Config(
-        vocab_size=len(token_id),
-        hidden_size=HIDDEN_SIZE,
-        intermediate_size=INTERMEDIATE_SIZE,
-        num_hidden_layers=NUM_LAYERS,
-        num_attention_heads=NUM_HEADS,
-        num_key_value_heads=NUM_KV_HEADS,
-        max_position_embeddings=MAX_POSITIONS,
-        tie_word_embeddings=True,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        bos_token_id=None,
-        eos_token_id=token_id[IM_END],
-        pad_token_id=token_id[ENDOFTEXT],
-        architectures=["Qwen2ForCausalLM"],
-    )
     torch.manual_seed(SEED)
-    model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    model = Qwen2ForCausalLM(qwen2_config(SHAPE, token_id)).to(torch.bfloat16)
     model.save_pretrained(str(out_dir), safe_serialization=True)
-    # No sampling defaults: vLLM would otherwise apply generation_config values to every request.
-    _write_json(
-        out_dir / "generation_config.json",
-        {"eos_token_id": token_id[IM_END], "pad_token_id": token_id[ENDOFTEXT]},
-    )
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    write_generation_config(out_dir, token_id)
 
 
 def build_tiny_model(out_dir: Path) -> Path:
@@ -248,7 +211,8 @@ def ensure_tiny_model(path: Path, python: Path) -> Path:
     if is_complete(path):
         return path
     proc = subprocess.run(
-        [str(python), str(Path(__file__).resolve()), str(path)],
+        [str(python), "-m", "ngym.testing.tiny_model", str(path)],
+        cwd=Path(__file__).resolve().parents[2],  # the repository root: the vLLM venv does not install ngym
         capture_output=True,
         text=True,
         check=False,
