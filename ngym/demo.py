@@ -1,8 +1,9 @@
 """`make demo`: the seed's flow, end to end, on an embedded default.
 
-Generates a tiny model if absent, starts a real vLLM (CPU build) on it, runs the seed's `ng_run` with
-`vllm_model.yaml` + `simple_weather.yaml` pointed at it, runs the seed's `ng_collect_rollouts` (+limit=10),
-prints the summary and one rollout, and stops everything it started.
+Starts a real vLLM (CPU build, hermes tool parser) on the trained weather policy in models/weather-policy
+(`make policy` rebuilds it), runs the seed's `ng_run` with `vllm_model.yaml` + `simple_weather.yaml` pointed
+at it, runs the seed's `ng_collect_rollouts` (+limit=10), prints the summary and one rollout, and stops
+everything it started.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess
-from ngym.testing.tiny_model import ensure_tiny_model
 from ngym.testing.vllm_server import VllmServer, find_vllm_python
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL_DIR = ROOT / ".cache" / "tiny-model"
+POLICY_DIR = ROOT / "models" / "weather-policy"
+POLICY_NAME = "weather-policy"
 OUTPUT = "results/vllm_rollouts.jsonl"
 
 
@@ -48,11 +49,15 @@ def main() -> int:
     if vllm_python is None:
         print("demo: no vLLM venv at .venv-vllm; run `make setup` first", file=sys.stderr)
         return 1
-    print("demo: preparing the tiny model in .cache/tiny-model", flush=True)
-    model_dir = ensure_tiny_model(MODEL_DIR, vllm_python)
-    print("demo: starting vLLM (CPU build) on it; this takes about half a minute", flush=True)
+    if not (POLICY_DIR / "model.safetensors").is_file():
+        print(f"demo: no trained policy in {POLICY_DIR}; run `make policy` to train one", file=sys.stderr)
+        return 1
+    print(
+        f"demo: starting vLLM (CPU build) on {POLICY_DIR.relative_to(ROOT)}; this takes about half a minute", flush=True
+    )
     vllm_log = ROOT / ".cache" / "vllm-demo.log"
-    with VllmServer(model_dir, python=vllm_python, served_model_name="tiny-qwen2", log_path=vllm_log) as vllm:
+    vllm_log.parent.mkdir(exist_ok=True)
+    with VllmServer(POLICY_DIR, python=vllm_python, served_model_name=POLICY_NAME, log_path=vllm_log) as vllm:
         print(f"demo: vLLM is serving {vllm.model_name} at {vllm.base_url}", flush=True)
         overrides = [
             f"++policy_base_url={vllm.base_url}",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from policy.cities import HELDOUT_CITIES, HELDOUT_KEYS, TRAIN_CITIES
 from policy.data import EXAMPLE_JSONL, HELDOUT_JSONL, heldout_rows, training_samples
+from policy.template import CHAT_TEMPLATE
 from policy.train import HELDOUT_SEED, SEED
 from resources_servers.simple_weather import app as weather
 
@@ -49,3 +51,13 @@ def test_training_conversations_match_simple_weather() -> None:
         }
         params = {"input": [{"role": "user", "content": user["content"]}]}
         assert weather.score_rollout(params, rollout, sample.city)["reward"] == 1.0
+
+
+def test_committed_policy_uses_the_project_chat_template() -> None:
+    policy_dir = Path(__file__).resolve().parents[2] / "models" / "weather-policy"
+    config = json.loads((policy_dir / "tokenizer_config.json").read_text())
+    assert config["chat_template"] == CHAT_TEMPLATE
+    model = json.loads((policy_dir / "config.json").read_text())
+    assert model["architectures"] == ["Qwen2ForCausalLM"]
+    assert model["hidden_size"] // model["num_attention_heads"] >= 32  # what vLLM's CPU attention serves
+    assert (policy_dir / "model.safetensors").stat().st_size < 16 * 2**20

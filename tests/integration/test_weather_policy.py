@@ -1,0 +1,86 @@
+"""The trained weather policy (models/weather-policy) through real vLLM and the seed's commands, unforced.
+
+No structured outputs here: the tool calls are the policy's own, parsed by vLLM's hermes parser, and the
+rewards are simple_weather's verdicts on them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess
+from ngym.testing.vllm_server import VllmServer
+
+pytestmark = pytest.mark.vllm
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY_DIR = ROOT / "models" / "weather-policy"
+EXAMPLE = "resources_servers/simple_weather/data/example.jsonl"
+HELDOUT = "resources_servers/simple_weather/data/heldout.jsonl"
+GUARD_T1 = 20  # measured 38/100 (policy/README.md)
+
+
+@pytest.fixture(scope="module")
+def policy_server(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    log = tmp_path_factory.mktemp("vllm-policy") / "vllm.log"
+    with VllmServer(POLICY_DIR, python=vllm_python, served_model_name="weather-policy", log_path=log) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def policy_gym(policy_server: VllmServer) -> Iterator[GymProcess]:
+    overrides = [
+        f"++policy_base_url={policy_server.base_url}",
+        "++policy_api_key=none",
+        f"++policy_model_name={policy_server.model_name}",
+    ]
+    with GymProcess(ROOT, SEED_CONFIG_PATHS, overrides) as gym:
+        yield gym
+
+
+def collect(gym: GymProcess, output: Path, *args: str) -> list[dict[str, Any]]:
+    gym.collect("+agent_name=simple_weather_simple_agent", f"+output_jsonl_fpath={output}", *args)
+    return [json.loads(line) for line in output.read_text().split("\n") if line]
+
+
+def weather_calls(row: dict[str, Any]) -> list[dict[str, Any]]:
+    return [item for item in row["response"]["output"] if item["type"] == "function_call"]
+
+
+def test_seed_flow_solves_the_example_tasks(policy_gym: GymProcess, tmp_path: Path) -> None:
+    rows = collect(policy_gym, tmp_path / "example.jsonl", f"+input_jsonl_fpath={EXAMPLE}", "+limit=10",
+                   "+responses_create_params={temperature: 0}")  # fmt: skip
+    assert len(rows) == 10
+    for row in rows:
+        calls = weather_calls(row)
+        assert calls and calls[0]["name"] == "get_weather", row["response"]["output"]
+        assert row["reward"] == 1.0, (row["reason"], row["response"]["output"])
+        final = row["response"]["output"][-1]
+        assert final["type"] == "message" and final["status"] == "completed"
+
+
+def test_heldout_cities_greedy(policy_gym: GymProcess, tmp_path: Path) -> None:
+    rows = collect(policy_gym, tmp_path / "heldout.jsonl", f"+input_jsonl_fpath={HELDOUT}",
+                   "+responses_create_params={temperature: 0}")  # fmt: skip
+    assert len(rows) == 100
+    solved = [row for row in rows if row["reward"] == 1.0]
+    misses = [(row["expected_city"], row["reason"], row.get("called_city")) for row in rows if row["reward"] != 1.0]
+    print(f"held-out, greedy: {len(solved)}/100 solved")
+    # A regression guard at the measured level (59/100), not issue 6's target of 90: policy/README.md.
+    assert len(solved) >= 45, misses
+
+
+def test_heldout_cities_sampled(policy_gym: GymProcess, tmp_path: Path) -> None:
+    # No per-request `seed`: vLLM 0.32's CPU build crashes its engine on one ("CPU Generator does not use
+    # offset"), so the guard sits far below the measured rate to stay clear of sampling noise.
+    rows = collect(policy_gym, tmp_path / "heldout_t1.jsonl", f"+input_jsonl_fpath={HELDOUT}",
+                   "+responses_create_params={temperature: 1.0}")  # fmt: skip
+    assert len(rows) == 100
+    solved = sum(1 for row in rows if row["reward"] == 1.0)
+    print(f"held-out, temperature 1: {solved}/100 solved")
+    assert solved >= GUARD_T1, solved
