@@ -113,7 +113,8 @@ async def collect(plan: CollectPlan, log: TextIO) -> Summary:
             while running and not stop.is_set():
                 await asyncio.wait([stopper, *running], return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
-            if stop.is_set() and running:
+            if stop.is_set():
+                # Rollouts finishing together can leave none in flight by the time the loop sees the signal.
                 print(f"\nng_collect_rollouts: stopping: cancelling {len(running)} rollouts in flight", file=log)
                 for job in list(running):
                     job.cancel()
