@@ -93,8 +93,8 @@ ANSWERS: tuple[str, ...] = (
 )
 
 
-def load_weather_functions() -> tuple[Callable[[str], str], Callable[[str], str]]:
-    """simple_weather's own weather_description and normalize_city, taken from its app.py.
+def load_weather_functions() -> tuple[Callable[[str], str], Callable[[str], str], tuple[str, ...]]:
+    """simple_weather's own weather_description, normalize_city and CONDITIONS, taken from its app.py.
 
     The app module imports ngym (orjson, starlette...), which the vLLM venv lacks, so only the module-level
     constants and these two functions are compiled, from the server's source, not copied here.
@@ -111,10 +111,10 @@ def load_weather_functions() -> tuple[Callable[[str], str], Callable[[str], str]
             body.append(node)
     namespace: dict[str, Any] = {}
     exec(compile(ast.Module(body=body, type_ignores=[]), str(WEATHER_APP), "exec"), namespace)
-    return namespace["weather_description"], namespace["normalize_city"]
+    return namespace["weather_description"], namespace["normalize_city"], tuple(namespace["CONDITIONS"])
 
 
-weather_description, normalize_city = load_weather_functions()
+weather_description, normalize_city, CONDITIONS = load_weather_functions()
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,15 +38,34 @@ def assistant_spans(sample: Sample) -> tuple[str, list[tuple[int, int]]]:
     return render(sample.messages, sample.tools), spans
 
 
+def tool_result_name_spans(sample: Sample) -> list[tuple[int, int]]:
+    """The character spans of the city inside the tool results (it is there twice) in the whole text.
+
+    Only the name: the weather word there is a hash of the city, and a model trained to guess it goes on
+    guessing it in the answer, where it must copy it."""
+    spans = []
+    for index, message in enumerate(sample.messages):
+        if message["role"] != "tool":
+            continue
+        text = render(sample.messages[: index + 1], sample.tools)
+        content = text.rindex("<tool_response>\n" + message["content"]) + len("<tool_response>\n")
+        found = re.finditer(re.escape(sample.city), message["content"])
+        spans += [(content + match.start(), content + match.end()) for match in found]
+    return spans
+
+
 @dataclass(frozen=True)
 class Encoded:
     ids: list[int]
-    labels: list[int]
+    labels: list[int]  # what the model generates: ids inside assistant spans, IGNORE elsewhere
+    # What training predicts: the labels, and also the city in the tool results. The model never writes those,
+    # but they repeat the name it called for, so they are extra practice at copying, at no extra cost.
+    targets: list[int]
     prefix_length: int  # the system turn (instructions and tools), which many conversations share
 
 
 def encode(tokenizer: Any, sample: Sample) -> Encoded:
-    """Token ids of the conversation; labels are the ids inside assistant spans and IGNORE elsewhere."""
+    """Token ids of the conversation, its labels and its training targets."""
     text, spans = assistant_spans(sample)
     encoding = tokenizer.encode(text, add_special_tokens=False)
     starts = {start for start, _ in encoding.offsets}
@@ -54,9 +74,17 @@ def encode(tokenizer: Any, sample: Sample) -> Encoded:
         # A token straddling a span edge would mean the prompt alone tokenises differently at inference.
         if start not in starts or end not in ends:
             raise ValueError(f"assistant span {start}:{end} does not fall on token boundaries in {text!r}")
-    labels = [
-        token if any(start <= offset[0] < end for start, end in spans) else IGNORE
-        for token, offset in zip(encoding.ids, encoding.offsets, strict=True)
-    ]
+
+    def inside(spans: list[tuple[int, int]]) -> list[int]:
+        return [
+            token if any(start <= offset[0] < end for start, end in spans) else IGNORE
+            for token, offset in zip(encoding.ids, encoding.offsets, strict=True)
+        ]
+
     turn_starts = [i for i, token in enumerate(encoding.tokens) if token == IM_START]
-    return Encoded(ids=list(encoding.ids), labels=labels, prefix_length=turn_starts[1])
+    return Encoded(
+        ids=list(encoding.ids),
+        labels=inside(spans),
+        targets=inside(spans + tool_result_name_spans(sample)),
+        prefix_length=turn_starts[1],
+    )

@@ -1,104 +1,121 @@
-"""A byte-level BPE tokenizer trained on the synthetic conversations, saved as a Qwen2 tokenizer."""
+"""The policy's tokenizer: whole tokens for the conversation's own words, single letters for names.
+
+A city the policy has never seen must come out of the tokenizer as tokens it has copied many times. BPE cuts a
+name into fragments learned from other text ("T" "ash" "k" "ent"), so an unseen name is a new mix of
+fragments, each trained on few copies. Here no merge ever joins two letters: every name is spelt letter by
+letter, alike after a space in the question and after a quote in the JSON call, and copying any name is the
+same skill, which every training row exercises. The words around the names ("weather", "arguments",
+"get_weather"...) are added tokens that match whole words only (`single_word`), so they stay one token each
+and never match inside a name; BPE merges join punctuation only (`":"`, `{"`, `"}}\\n`...).
+
+The weather words (" sunny", " cold"...) are one token with the space before them, as in a usual BPE: the answer
+copies the word from the tool result, and "is" followed by one token to copy is a far easier lookup than "is",
+a space shared by every word, then the word. (`single_word` cannot carry a leading space, so these match
+anywhere; only a lower-case name that starts with a whole weather word, " sunnyvale", would lose its letters.)
+
+It has to be built from those parts: vLLM loads the tokenizer with transformers, whose Qwen2Tokenizer rebuilds
+the BPE from tokenizer.json's vocabulary, merges and added tokens with Qwen2's own pre-tokeniser and nothing
+else (an `ignore_merges` word vocabulary, for one, would be dropped).
+"""
 
 from __future__ import annotations
 
-import json
+import re
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ngym.testing.hf_model_files import QWEN2_SPLIT_PATTERN, SPECIAL_TOKENS, write_tokenizer_config
+from policy.data import CONDITIONS
 from policy.template import CHAT_TEMPLATE, TAG_TOKENS
 
-# Training also cuts letters off the space or quote before them, so no merge joins the two: a city then has
-# the same tokens after a space (" Paris" in the question) as after a quote ("Paris" in the JSON call), and
-# copying it is copying token for token, which a tiny model can learn for names it has never seen.
-LETTERS_APART = r"\p{L}+"
+# What the added-token matcher counts as a word when it checks `single_word` boundaries (a regex \w run).
+WORD = re.compile(r"\w+")
+# How often a city occurs in one conversation (question, call, tool result twice, answer): a word of a name
+# counts this many times against the same word in the surrounding text.
+NAME_OCCURRENCES = 5
+PUNCTUATION_MERGES = 120
+_TAGS = re.compile("|".join(re.escape(t) for t in (*SPECIAL_TOKENS, *TAG_TOKENS)))
 
-Merge = tuple[str, str]
 
-
-def _pre_tokenizer(letters_apart: bool) -> Any:
+def _pre_tokenizer() -> Any:
     from tokenizers import Regex, pre_tokenizers
 
-    splits = [pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False)]
-    if letters_apart:
-        splits.append(pre_tokenizers.Split(Regex(LETTERS_APART), behavior="isolated", invert=False))
-    return pre_tokenizers.Sequence([*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
 
 
-def _build(vocab: dict[str, int], merges: list[Merge], letters_apart: bool) -> Any:
+def vocabulary_words(texts: Iterable[str], names: Iterable[str], min_count: int) -> list[str]:
+    """Words of at least two characters seen `min_count` times in the texts outside the names."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        for segment in _TAGS.split(text):
+            counts.update(WORD.findall(segment))
+    in_names: Counter[str] = Counter()
+    for name in names:
+        in_names.update(WORD.findall(name))
+    return sorted(w for w, c in counts.items() if len(w) > 1 and c - NAME_OCCURRENCES * in_names[w] >= min_count)
+
+
+def _punctuation_pieces(texts: Iterable[str], words: list[str]) -> Iterable[str]:
+    """The pre-tokenised pieces BPE sees once tags and whole words are cut out, those without a letter."""
+    by_length = sorted(words, key=len, reverse=True)
+    cut = re.compile("|".join(re.escape(t) for t in (*SPECIAL_TOKENS, *TAG_TOKENS)) + "|"
+                     + r"(?<!\w)(?:" + "|".join(re.escape(w) for w in by_length) + r")(?!\w)")  # fmt: skip
+    pre_tokenizer = _pre_tokenizer()
+    for text in texts:
+        for segment in cut.split(text):
+            for piece, _ in pre_tokenizer.pre_tokenize_str(segment) if segment else ():
+                if not any(char.isalpha() for char in piece.replace("Ġ", "").replace("Ċ", "")):
+                    yield piece
+
+
+def _punctuation_bpe(pieces: Iterable[str], min_count: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    import json
+
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+
+    trainer = trainers.BpeTrainer(
+        vocab_size=256 + PUNCTUATION_MERGES,
+        min_frequency=min_count,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]+"), behavior="isolated")  # a piece is one word
+    bpe.train_from_iterator(pieces, trainer=trainer)
+    model = json.loads(bpe.to_str())["model"]
+    return dict(model["vocab"]), [(a, b) for a, b in model["merges"]]
+
+
+def build_tokenizer(
+    vocab: dict[str, int], merges: list[tuple[str, str]], words: list[str], spaced_words: tuple[str, ...]
+) -> Any:
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
 
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = _pre_tokenizer(letters_apart)
+    tokenizer.pre_tokenizer = _pre_tokenizer()
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
+    tokenizer.add_tokens([AddedToken(w, single_word=True, special=False, normalized=False) for w in words])
+    tokenizer.add_tokens([AddedToken(" " + w, special=False, normalized=False) for w in spaced_words])
     return tokenizer
 
 
-def _train_bpe(texts: list[str], vocab_size: int) -> tuple[dict[str, int], list[Merge]]:
-    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = _pre_tokenizer(letters_apart=True)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=2,
-        show_progress=False,
-        special_tokens=[AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    model = json.loads(tokenizer.to_str())["model"]
-    return dict(model["vocab"]), [(a, b) for a, b in model["merges"]]
-
-
-def _prune(vocab: dict[str, int], merges: list[Merge], counts: Counter[str], min_count: int) -> set[str]:
-    """Merged tokens the training data (almost) never holds, and what to remove so that they stop being dead.
-
-    BPE keeps intermediate tokens ("ame" on the way to "name") that the final tokenisation of the training
-    text never yields; a held-out city containing one would need an embedding that was never trained. Such a
-    token keeps its place when the merges that swallow it go ("name" is then "n" + "ame"); a token that is
-    merely rare goes itself.
-    """
-    remove: set[str] = set()
-    for a, b in merges:
-        token = a + b
-        if counts[token] >= min_count:
-            continue
-        swallowers = {x + y for x, y in merges if token in (x, y) and counts[x + y] >= min_count}
-        remove |= swallowers or {token}
-    return remove - set(SPECIAL_TOKENS)
-
-
-def _without(vocab: dict[str, int], merges: list[Merge], remove: set[str]) -> tuple[dict[str, int], list[Merge]]:
-    gone = set(remove)
-    kept: list[Merge] = []
-    for a, b in merges:  # merges come in creation order, so inputs are judged before the tokens built on them
-        if a + b in gone or a in gone or b in gone:
-            gone.add(a + b)
-        else:
-            kept.append((a, b))
-    tokens = sorted((i, t) for t, i in vocab.items() if t not in gone)
-    return {t: new_id for new_id, (_, t) in enumerate(tokens)}, kept
-
-
-def train_tokenizer(texts: list[str], vocab_size: int, min_count: int, out_dir: Path, max_length: int) -> Any:
-    """Train, prune dead merges, save tokenizer.json and the Qwen2 tokenizer config; return the tokenizer."""
-    vocab, merges = _train_bpe(texts, vocab_size)
-    while True:
-        encodings = _build(vocab, merges, letters_apart=True).encode_batch(texts)
-        counts = Counter(token for encoding in encodings for token in encoding.tokens)
-        remove = _prune(vocab, merges, counts, min_count)
-        if not remove:
-            break
-        vocab, merges = _without(vocab, merges, remove)
-    # Saved with Qwen2's own pre-tokeniser: with no merge across a letter boundary, both split alike.
-    tokenizer = _build(vocab, merges, letters_apart=False)
+def train_tokenizer(texts: list[str], names: list[str], min_count: int, out_dir: Path, max_length: int) -> Any:
+    """Build the tokenizer from the conversations, save tokenizer.json and its config; return it."""
+    words = vocabulary_words(texts, names, min_count)
+    vocab, merges = _punctuation_bpe(_punctuation_pieces(texts, words), min_count)
+    if any(char.isalpha() for a, b in merges for char in (a + b).replace("Ġ", "").replace("Ċ", "")):
+        raise AssertionError("a BPE merge joins letters: names would no longer be spelt letter by letter")
+    tokenizer = build_tokenizer(vocab, merges, words, CONDITIONS)
     tokenizer.save(str(out_dir / "tokenizer.json"))
     write_tokenizer_config(out_dir, CHAT_TEMPLATE, max_length)
     return tokenizer

@@ -33,11 +33,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("models/weather-policy"))
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--conversations", type=int, default=24000, help="synthetic training conversations")
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=2100)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--vocab-size", type=int, default=600, help="BPE vocabulary before pruning")
+    parser.add_argument("--decay", type=float, default=0.3, help="share of the steps the learning rate decays over")
+    parser.add_argument("--min-count", type=int, default=50, help="occurrences that make a word one token")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--write-heldout", action="store_true", help=f"also (re)write {HELDOUT_JSONL.name}")
     return parser.parse_args(argv)
@@ -55,8 +56,11 @@ def check_tokenizer_agrees(out_dir: Path, texts: list[str], tokenizer: Any) -> N
 
     loaded = AutoTokenizer.from_pretrained(str(out_dir))
     for text in texts:
-        if loaded.encode(text, add_special_tokens=False) != tokenizer.encode(text).ids:
+        ids = tokenizer.encode(text).ids
+        if loaded.encode(text, add_special_tokens=False) != ids:
             raise RuntimeError(f"transformers tokenises differently from the trained tokenizer: {text!r}")
+        if loaded.decode(ids) != text:
+            raise RuntimeError(f"transformers does not decode the tokens back to the text: {text!r}")
 
 
 @dataclass(frozen=True)
@@ -99,18 +103,24 @@ def batch_loss(model: Any, batch: Batch) -> Any:
     labels = torch.full((size, width), IGNORE, dtype=torch.long)
     for row, e in enumerate(batch.suffixes):
         ids[row, : len(e.ids) - e.prefix_length] = torch.tensor(e.ids[e.prefix_length :])
-        labels[row, : len(e.ids) - e.prefix_length] = torch.tensor(e.labels[e.prefix_length :])
-    # The suffix's first token is <|im_start|>, never a label, so the prefix's own logits are not needed.
-    logits = model(input_ids=ids, past_key_values=cache).logits[:, :-1]
-    return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE
-    )
+        labels[row, : len(e.ids) - e.prefix_length] = torch.tensor(e.targets[e.prefix_length :])
+    # The suffix's first token is <|im_start|>, never a label, so the prefix's own logits are not needed; nor
+    # are those of positions with nothing to predict (most of them): the output layer runs on the rest only.
+    hidden = model.model(input_ids=ids, past_key_values=cache).last_hidden_state[:, :-1]
+    targets = labels[:, 1:]
+    wanted = targets != IGNORE
+    return torch.nn.functional.cross_entropy(model.lm_head(hidden[wanted]), targets[wanted])
 
 
 def lr_at(step: int, args: argparse.Namespace) -> float:
+    """Warm-up, a constant rate (copying names is learnt in a late jump, which a rate already decaying delays),
+    then a cosine decay over the last `--decay` share of the steps, down to 5%."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+    decay_start = args.steps - int(args.decay * args.steps)
+    if step < decay_start:
+        return args.lr
+    progress = (step - decay_start) / max(1, args.steps - decay_start)
     return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -155,11 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         samples = training_samples(args.conversations, args.seed)
         texts = [render(s.messages, s.tools) for s in samples]
-        tokenizer = train_tokenizer(texts, args.vocab_size, min_count=100, out_dir=work, max_length=MAX_POSITIONS)
+        names = [s.city for s in samples]
+        tokenizer = train_tokenizer(texts, names, args.min_count, out_dir=work, max_length=MAX_POSITIONS)
+        vocab = tokenizer.get_vocab(with_added_tokens=True)
+        config = policy_config(vocab)
+        # With config.json beside it, transformers loads the tokenizer as vLLM will (as a Qwen2Tokenizer).
+        config.save_pretrained(str(work))
         check_tokenizer_agrees(work, texts[:500], tokenizer)
         data = encode_all(tokenizer, samples)
-        vocab = tokenizer.get_vocab(with_added_tokens=True)
-        model = Qwen2ForCausalLM(policy_config(vocab))
+        model = Qwen2ForCausalLM(config)
         n_params = sum(p.numel() for p in model.parameters())
         lengths = sorted(len(e.ids) for e in data)
         print(

@@ -22,7 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 POLICY_DIR = ROOT / "models" / "weather-policy"
 EXAMPLE = "resources_servers/simple_weather/data/example.jsonl"
 HELDOUT = "resources_servers/simple_weather/data/heldout.jsonl"
-GUARD_T1 = 20  # measured 38/100 (policy/README.md)
+# Issue 6's targets (measured: policy/README.md). The sampled run has no per-request `seed` (vLLM 0.32's CPU
+# build crashes its engine on one), but at the measured rate 70 is many standard deviations away.
+TARGET_GREEDY = 90
+TARGET_T1 = 70
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +74,13 @@ def test_heldout_cities_greedy(policy_gym: GymProcess, tmp_path: Path) -> None:
     solved = [row for row in rows if row["reward"] == 1.0]
     misses = [(row["expected_city"], row["reason"], row.get("called_city")) for row in rows if row["reward"] != 1.0]
     print(f"held-out, greedy: {len(solved)}/100 solved")
-    # A regression guard at the measured level (59/100), not issue 6's target of 90: policy/README.md.
-    assert len(solved) >= 45, misses
+    assert len(solved) >= TARGET_GREEDY, misses
 
 
 def test_heldout_cities_sampled(policy_gym: GymProcess, tmp_path: Path) -> None:
-    # No per-request `seed`: vLLM 0.32's CPU build crashes its engine on one ("CPU Generator does not use
-    # offset"), so the guard sits far below the measured rate to stay clear of sampling noise.
     rows = collect(policy_gym, tmp_path / "heldout_t1.jsonl", f"+input_jsonl_fpath={HELDOUT}",
                    "+responses_create_params={temperature: 1.0}")  # fmt: skip
     assert len(rows) == 100
     solved = sum(1 for row in rows if row["reward"] == 1.0)
     print(f"held-out, temperature 1: {solved}/100 solved")
-    assert solved >= GUARD_T1, solved
+    assert solved >= TARGET_T1, solved

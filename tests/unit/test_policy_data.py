@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from policy.cities import HELDOUT_CITIES, HELDOUT_KEYS, TRAIN_CITIES
@@ -61,3 +62,22 @@ def test_committed_policy_uses_the_project_chat_template() -> None:
     assert model["architectures"] == ["Qwen2ForCausalLM"]
     assert model["hidden_size"] // model["num_attention_heads"] >= 32  # what vLLM's CPU attention serves
     assert (policy_dir / "model.safetensors").stat().st_size < 16 * 2**20
+
+
+def test_committed_tokenizer_spells_every_heldout_city_letter_by_letter() -> None:
+    """No merge joins letters, and the whole-word tokens hold no word of a held-out city: an unseen city is
+    spelt in the letters every training name is spelt in (policy/tokenizer.py)."""
+    policy_dir = Path(__file__).resolve().parents[2] / "models" / "weather-policy"
+    tokenizer = json.loads((policy_dir / "tokenizer.json").read_text())
+    merges = tokenizer["model"]["merges"]
+    assert merges and not [m for m in merges if any(c.isascii() and c.isalpha() for c in "".join(m))]
+    words = {t["content"]: t for t in tokenizer["added_tokens"] if t["content"].isidentifier()}
+    assert {"weather", "arguments", "get_weather", "city"} <= set(words)
+    spaced = {t["content"] for t in tokenizer["added_tokens"] if t["content"].startswith(" ")}
+    assert spaced == {" " + condition for condition in weather.CONDITIONS}
+    assert all(t["single_word"] for t in words.values())  # never matched inside a longer word
+    whole = {
+        w for city in HELDOUT_CITIES for word in re.findall(r"\w+", city) for w in (word, word.lower(), word.upper())
+    }
+    # Only "city", the tool's own argument name: "kuwait city" asked in lower case keeps it as one token.
+    assert whole & set(words) == {"city"}
