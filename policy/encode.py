@@ -38,19 +38,21 @@ def assistant_spans(sample: Sample) -> tuple[str, list[tuple[int, int]]]:
     return render(sample.messages, sample.tools), spans
 
 
-def tool_result_name_spans(sample: Sample) -> list[tuple[int, int]]:
+def tool_result_name_spans(sample: Sample, text: str) -> list[tuple[int, int]]:
     """The character spans of the city inside the tool results (it is there twice) in the whole text.
 
     Only the name: the weather word there is a hash of the city, and a model trained to guess it goes on
     guessing it in the answer, where it must copy it."""
     spans = []
-    for index, message in enumerate(sample.messages):
+    position = 0
+    for message in sample.messages:
         if message["role"] != "tool":
             continue
-        text = render(sample.messages[: index + 1], sample.tools)
-        content = text.rindex("<tool_response>\n" + message["content"]) + len("<tool_response>\n")
+        # Tool results are rendered in order, each after its own tag: search on from the previous one.
+        head = "<tool_response>\n" + message["content"]
+        position = text.index(head, position) + len("<tool_response>\n")
         found = re.finditer(re.escape(sample.city), message["content"])
-        spans += [(content + match.start(), content + match.end()) for match in found]
+        spans += [(position + match.start(), position + match.end()) for match in found]
     return spans
 
 
@@ -85,6 +87,6 @@ def encode(tokenizer: Any, sample: Sample) -> Encoded:
     return Encoded(
         ids=list(encoding.ids),
         labels=inside(spans),
-        targets=inside(spans + tool_result_name_spans(sample)),
+        targets=inside(spans + tool_result_name_spans(sample, text)),
         prefix_length=turn_starts[1],
     )

@@ -39,6 +39,11 @@ PUNCTUATION_MERGES = 120
 _TAGS = re.compile("|".join(re.escape(t) for t in (*SPECIAL_TOKENS, *TAG_TOKENS)))
 
 
+def _has_letter(piece: str) -> bool:
+    """Whether a byte-level piece holds a letter ("Ġ" and "Ċ", the space and the newline, look like letters)."""
+    return any(char.isalpha() for char in piece.replace("Ġ", "").replace("Ċ", ""))
+
+
 def _pre_tokenizer() -> Any:
     from tokenizers import Regex, pre_tokenizers
 
@@ -65,14 +70,12 @@ def vocabulary_words(texts: Iterable[str], names: Iterable[str], min_count: int)
 def _punctuation_pieces(texts: Iterable[str], words: list[str]) -> Iterable[str]:
     """The pre-tokenised pieces BPE sees once tags and whole words are cut out, those without a letter."""
     by_length = sorted(words, key=len, reverse=True)
-    cut = re.compile("|".join(re.escape(t) for t in (*SPECIAL_TOKENS, *TAG_TOKENS)) + "|"
-                     + r"(?<!\w)(?:" + "|".join(re.escape(w) for w in by_length) + r")(?!\w)")  # fmt: skip
+    cut = re.compile(_TAGS.pattern + r"|(?<!\w)(?:" + "|".join(re.escape(w) for w in by_length) + r")(?!\w)")
     pre_tokenizer = _pre_tokenizer()
     for text in texts:
         for segment in cut.split(text):
-            for piece, _ in pre_tokenizer.pre_tokenize_str(segment) if segment else ():
-                if not any(char.isalpha() for char in piece.replace("Ġ", "").replace("Ċ", "")):
-                    yield piece
+            if segment:
+                yield from (piece for piece, _ in pre_tokenizer.pre_tokenize_str(segment) if not _has_letter(piece))
 
 
 def _punctuation_bpe(pieces: Iterable[str], min_count: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -113,7 +116,7 @@ def train_tokenizer(texts: list[str], names: list[str], min_count: int, out_dir:
     """Build the tokenizer from the conversations, save tokenizer.json and its config; return it."""
     words = vocabulary_words(texts, names, min_count)
     vocab, merges = _punctuation_bpe(_punctuation_pieces(texts, words), min_count)
-    if any(char.isalpha() for a, b in merges for char in (a + b).replace("Ġ", "").replace("Ċ", "")):
+    if any(_has_letter(a + b) for a, b in merges):
         raise AssertionError("a BPE merge joins letters: names would no longer be spelt letter by letter")
     tokenizer = build_tokenizer(vocab, merges, words, CONDITIONS)
     tokenizer.save(str(out_dir / "tokenizer.json"))
