@@ -1,9 +1,12 @@
-"""Token IDs and log-probabilities for training, read from vLLM's Chat Completions answers."""
+"""Token IDs and log-probabilities for training: the request flags that ask vLLM for them, reading them from
+vLLM's Chat Completions answers, and the two token-data modes one of which the model server chooses at
+start-up from `return_token_id_information`."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-JSON = dict[str, Any]
+from ngym.protocol.errors import ConversionError
+from ngym.protocol.shapes import JSON, TokenFields
 
 TOKEN_FIELDS = ("prompt_token_ids", "generation_token_ids", "generation_log_probs")
 TOKEN_ID_PREFIX = "token_id:"
@@ -19,7 +22,7 @@ class TokenData:
     generation_token_ids: list[int]
     generation_log_probs: list[float]
 
-    def as_fields(self) -> JSON:
+    def as_fields(self) -> TokenFields:
         return {
             "prompt_token_ids": self.prompt_token_ids,
             "generation_token_ids": self.generation_token_ids,
@@ -28,7 +31,11 @@ class TokenData:
 
 
 def add_token_request_flags(body: JSON) -> None:
-    """Ask vLLM for inline token IDs and the sampled tokens' log-probabilities (`body` is our own copy)."""
+    """Ask vLLM for inline token IDs and the sampled tokens' log-probabilities (`body` is our own copy).
+
+    The conversion functions do not call this: the model server does, after its configured
+    `sampling_overrides` are applied, so that these flags always win.
+    """
     body["logprobs"] = True
     if body.get("top_logprobs") is None:
         body["top_logprobs"] = 0
@@ -125,3 +132,124 @@ def _check_agreement(token_ids: list[int], entries: list[JSON]) -> None:
     raise TokenDataError(
         f"token_ids[{position}] is {token_ids[position]} but logprobs.content[{position}].token is {actual[position]!r}"
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Token-data modes
+
+
+class TokenDataMode(Protocol):
+    """What the conversion does with token data. Stateless: one instance serves every request."""
+
+    enabled: bool
+
+    def history_fields(self, item: JSON, container: str, index: int) -> TokenFields | None:
+        """The token data a history item (or Chat message) carries back from an earlier turn, checked;
+        `container[index]` names it in errors."""
+        ...
+
+    def check_chat_request(self, body: JSON) -> None:
+        """Refuse a Chat request whose answer could not carry token data."""
+        ...
+
+    def needs_prompt_token_ids(self, chat: JSON) -> bool:
+        """Whether the caller must fetch the prompt's token IDs from `/tokenize` for vLLM's answer `chat`."""
+        ...
+
+    def add_to_item(self, item: JSON, chat: JSON, choice: JSON, prompt_token_ids: list[int] | None) -> None:
+        """Put the token data of vLLM's `choice` on `item`, our own new output item."""
+        ...
+
+    def require_choices(self) -> None:
+        """Called for a Chat answer without choices."""
+        ...
+
+    def add_to_caller_answer(self, answer: JSON, prompt_token_ids: list[int] | None) -> None:
+        """Move the token data onto each choice's message; `answer`, its choices and their messages are our
+        own copies, changed in place."""
+        ...
+
+
+class TokenDataOn:
+    """`return_token_id_information: true`: token data is read from history and put on every answer."""
+
+    __slots__ = ()
+    enabled = True
+
+    def history_fields(self, item: JSON, container: str, index: int) -> TokenFields | None:
+        if all(item.get(field) is None for field in TOKEN_FIELDS):
+            return None
+        prompt, generation, log_probs = (_token_list(item, field, container, index) for field in TOKEN_FIELDS)
+        if len(generation) != len(log_probs):
+            raise ConversionError(
+                f"generation_token_ids has {len(generation)} entries, "
+                f"generation_log_probs {len(log_probs)}; they must be equally long",
+                f"{container}[{index}].generation_log_probs",
+            )
+        return {"prompt_token_ids": prompt, "generation_token_ids": generation, "generation_log_probs": log_probs}
+
+    def check_chat_request(self, body: JSON) -> None:
+        n = body.get("n")
+        if n is not None and n != 1:
+            raise ConversionError("token data is returned for exactly one choice; n must be 1", "n")
+
+    def needs_prompt_token_ids(self, chat: JSON) -> bool:
+        return chat.get("prompt_token_ids") is None
+
+    def add_to_item(self, item: JSON, chat: JSON, choice: JSON, prompt_token_ids: list[int] | None) -> None:
+        item.update(read_token_data(chat, choice, prompt_token_ids).as_fields())
+
+    def require_choices(self) -> None:
+        raise TokenDataError("vLLM's answer has no choices, so there is no token data")
+
+    def add_to_caller_answer(self, answer: JSON, prompt_token_ids: list[int] | None) -> None:
+        # vLLM's top-level prompt_token_ids and per-choice token_ids are moved onto the message, not duplicated.
+        for choice in answer["choices"]:
+            choice["message"].update(read_token_data(answer, choice, prompt_token_ids).as_fields())
+            choice.pop("token_ids", None)
+        answer.pop("prompt_token_ids", None)
+
+
+class TokenDataOff:
+    """`return_token_id_information: false`: token fields in history are ignored, answers get none."""
+
+    __slots__ = ()
+    enabled = False
+
+    def history_fields(self, item: JSON, container: str, index: int) -> TokenFields | None:
+        return None
+
+    def check_chat_request(self, body: JSON) -> None:
+        return None
+
+    def needs_prompt_token_ids(self, chat: JSON) -> bool:
+        return False
+
+    def add_to_item(self, item: JSON, chat: JSON, choice: JSON, prompt_token_ids: list[int] | None) -> None:
+        return None
+
+    def require_choices(self) -> None:
+        return None
+
+    def add_to_caller_answer(self, answer: JSON, prompt_token_ids: list[int] | None) -> None:
+        return None
+
+
+TOKEN_DATA_ON = TokenDataOn()
+TOKEN_DATA_OFF = TokenDataOff()
+
+
+def token_data_mode(return_token_id_information: bool) -> TokenDataMode:
+    """The mode for the `return_token_id_information` setting: chosen once, at start-up."""
+    return TOKEN_DATA_ON if return_token_id_information else TOKEN_DATA_OFF
+
+
+def _token_list(item: JSON, field: str, container: str, index: int) -> list[Any]:
+    value = item.get(field)
+    if not isinstance(value, list):
+        state = "missing" if value is None else f"a {type(value).__name__}"
+        raise ConversionError(
+            f"token data needs all of {', '.join(TOKEN_FIELDS)} as lists; {field} is {state}",
+            f"{container}[{index}].{field}",
+        )
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
@@ -101,6 +102,10 @@ class Server(Generic[ConfigT]):
 
     async def shutdown(self) -> None:
         """Runs once after the last request."""
+
+    def warn(self, message: str) -> None:
+        """A start-up warning for the person running ng_run (servers log nothing per request)."""
+        print(f"{self.context.instance_name}: warning: {message}", file=sys.stderr, flush=True)
 
     async def health(self, _request: Request) -> Response:
         return json_response({"status": "ok", "instance": self.context.instance_name})

@@ -40,12 +40,22 @@ class Upstream:
     def root_url(self) -> str:
         return self.base_url.removesuffix("/v1")
 
+    def url(self, path: str) -> str:
+        """An address on this server; `path` is from the server root, e.g. '/v1/chat/completions'."""
+        return self.base_url[:-3] + path
+
 
 @dataclass(slots=True)
 class Session:
     session_id: str
     pinned: int | None  # the server index the session's cookie names, if any
     from_header: bool = False
+    served_by: int | None = None  # the server that answered this request's last upstream call
+
+    @property
+    def preferred(self) -> int | None:
+        """Where the next call of this request goes: the server already serving it, else the cookie's."""
+        return self.served_by if self.served_by is not None else self.pinned
 
     def cookie_value(self, index: int) -> str:
         return f"{self.session_id}.{index}"
@@ -71,14 +81,15 @@ class UpstreamPool:
         """The session's server if it is healthy; else a hashed pick for header-named sessions, else the
         least-loaded healthy server (ties broken in rotation)."""
         upstreams = self.upstreams
-        if session.pinned is not None and 0 <= session.pinned < len(upstreams):
-            pinned = upstreams[session.pinned]
+        preferred = session.preferred
+        if preferred is not None and 0 <= preferred < len(upstreams):
+            pinned = upstreams[preferred]
             if pinned.healthy and pinned.index not in exclude:
                 return pinned
         candidates = [u for u in upstreams if u.healthy and u.index not in exclude]
         if not candidates:
             candidates = [u for u in upstreams if u.index not in exclude] or upstreams
-        if session.from_header and session.pinned is None:
+        if session.from_header and preferred is None:
             return candidates[zlib.crc32(session.session_id.encode()) % len(candidates)]
         start = next(self._rotation)
         n = len(upstreams)

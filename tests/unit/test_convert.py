@@ -19,6 +19,7 @@ from ngym.protocol.convert import (
     responses_to_chat_request,
 )
 from ngym.protocol.reasoning import split_think
+from ngym.protocol.tokens import add_token_request_flags
 
 JSON = dict[str, Any]
 
@@ -26,6 +27,7 @@ PARSER = ConversionOptions()
 NO_PARSER = ConversionOptions(uses_reasoning_parser=False)
 TOKENS = ConversionOptions(return_token_id_information=True)
 MODEL = "policy-model"
+TOKEN_REQUEST_FLAGS = {"logprobs", "top_logprobs", "return_token_ids", "return_tokens_as_token_ids"}
 WEATHER_TOOL = {
     "type": "function",
     "name": "get_weather",
@@ -400,9 +402,12 @@ def test_malformed_requests_name_the_field(body: JSON, param: str) -> None:
 # --- token data in requests ---------------------------------------------------------------------------
 
 
-def test_token_flags_are_added_only_when_on() -> None:
-    assert "logprobs" not in to_chat({"input": "hi"})
-    chat = to_chat({"input": "hi", "top_logprobs": 5}, TOKENS)
+def test_conversion_leaves_the_token_flags_to_the_model_server() -> None:
+    # The model server adds them after its sampling_overrides, so that they always win.
+    for opts in (PARSER, TOKENS):
+        chat = to_chat({"input": "hi", "top_logprobs": 5}, opts)
+        assert not TOKEN_REQUEST_FLAGS & chat.keys()
+    add_token_request_flags(chat)
     assert chat["logprobs"] is True
     assert chat["top_logprobs"] == 0
     assert chat["return_token_ids"] is True
@@ -524,14 +529,16 @@ def test_chat_passthrough_developer_role() -> None:
     assert body["messages"][0]["role"] == "developer"
 
 
-def test_chat_passthrough_token_flags_and_feedback() -> None:
+def test_chat_passthrough_token_checks_and_feedback() -> None:
     with_tokens = {"role": "assistant", "content": "a", **token_set(4)}
     body = {"messages": [{"role": "user", "content": "q"}, with_tokens], "top_logprobs": 2}
     out = chat_request_to_upstream(body, MODEL, TOKENS)
-    assert out["logprobs"] is True and out["return_token_ids"] is True and out["return_tokens_as_token_ids"] is True
-    assert out["top_logprobs"] == 2
+    assert out == {**body, "model": MODEL}
     assert out["messages"][1] == with_tokens
     assert "logprobs" not in chat_request_to_upstream(body, MODEL, PARSER)
+    add_token_request_flags(out)
+    assert out["logprobs"] is True and out["return_token_ids"] is True and out["return_tokens_as_token_ids"] is True
+    assert out["top_logprobs"] == 2
     with pytest.raises(ConversionError) as info:
         chat_request_to_upstream({**body, "n": 2}, MODEL, TOKENS)
     assert info.value.param == "n"
