@@ -1,24 +1,22 @@
 """vllm_model: the Responses and Chat Completions APIs in front of one or more vLLM servers.
 
-Per request: convert (pure, ngym.protocol), pick the session's vLLM server, one upstream call, convert back.
-Everything that can be computed once (headers, URLs, option objects) is computed at start-up.
+Per request: convert (pure, ngym.protocol), complete the turn on the session's vLLM server (paths.py: one chat
+completion; exact_path.py: render, generate, derender), convert back. The upstream client owns server choice,
+retries and failover. Everything that can be computed once (headers, paths, option objects) is done at start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import secrets
-from typing import Any
+from typing import Any, Literal
 
-import orjson
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ngym.http.app import HttpError, json_response, read_json_object
-from ngym.http.client import NO_RETRY, HttpClient, RetryPolicy, Timeouts, UpstreamError, redact_url
+from ngym.http.client import HttpClient, RetryPolicy, Timeouts
 from ngym.protocol.convert import (
     ConversionError,
     ConversionOptions,
@@ -27,18 +25,23 @@ from ngym.protocol.convert import (
     chat_response_to_response,
     context_length_chat_response,
     context_length_response,
-    needs_prompt_token_ids,
     responses_to_chat_request,
 )
-from ngym.protocol.tokens import TokenDataError
+from ngym.protocol.tokens import TokenDataError, add_token_request_flags
 from ngym.servers.base import ServerConfig, ServerContext, StartupError
 from ngym.servers.model import ModelServer
+from ngym.upstream.client import SESSION_HEADER, UpstreamClient
 from ngym.upstream.pool import UPSTREAM_COOKIE, Session, Upstream, UpstreamPool, parse_session_cookie
+from responses_api_models.vllm_model.exact_path import ExactTokenPath
+from responses_api_models.vllm_model.paths import ChatPath, Completion, CompletionPath
+from responses_api_models.vllm_model.startup_checks import (
+    SCALE_OUT_FLAG,
+    check_served_model,
+    missing_token_endpoints,
+    token_endpoints_advice,
+)
 
-SESSION_HEADER = "X-Session-ID"
-# vLLM's answers for a prompt that does not fit the context (current, and older releases). Not "max_model_len":
-# `max_tokens=N cannot be greater than max_model_len` is the caller's mistake and must stay an error.
-CONTEXT_LENGTH_MARKERS = (b"maximum context length", b"is too long to fit into the model")
+TokenExact = Literal["auto", "require", "never"]
 
 
 class VllmModelConfig(ServerConfig):
@@ -46,6 +49,9 @@ class VllmModelConfig(ServerConfig):
     api_key: SecretStr | None = None
     model: str
     return_token_id_information: bool = False
+    # The token-exact path for training prompts (vLLM's --enable-scale-out endpoints): used when every server
+    # has them (auto), demanded (require), or not used (never).
+    token_exact: TokenExact = "auto"
     uses_reasoning_parser: bool = True
     replace_developer_role_with_system: bool = False
     chat_template_kwargs: dict[str, Any] | None = None
@@ -72,6 +78,15 @@ class VllmModelConfig(ServerConfig):
                 raise ValueError(f"{url!r} must end in /v1, e.g. {url.rstrip('/')}/v1")
         return value
 
+    @model_validator(mode="after")
+    def _check_token_exact(self) -> VllmModelConfig:
+        if self.token_exact == "require" and not self.return_token_id_information:
+            raise ValueError(
+                "token_exact: require needs return_token_id_information: true (token-exact prompts are built from "
+                "the token IDs each turn returns)"
+            )
+        return self
+
     @property
     def base_urls(self) -> list[str]:
         urls = [self.base_url] if isinstance(self.base_url, str) else self.base_url
@@ -90,72 +105,70 @@ class VllmModel(ModelServer[VllmModelConfig]):
 
     def __init__(self, config: VllmModelConfig, context: ServerContext) -> None:
         super().__init__(config, context)
-        self.pool = UpstreamPool(config.base_urls)
+        headers = dict(config.default_headers or {})
+        if config.api_key is not None and config.api_key.get_secret_value():
+            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        self.client = UpstreamClient(
+            config.base_urls, self.http, headers, health_check_interval_s=config.health_check_interval_s
+        )
         self.options = ConversionOptions(
             uses_reasoning_parser=config.uses_reasoning_parser,
             replace_developer_role_with_system=config.replace_developer_role_with_system,
             return_token_id_information=config.return_token_id_information,
         )
-        headers = dict(config.default_headers or {})
-        if config.api_key is not None and config.api_key.get_secret_value():
-            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        self.upstream_headers = headers
-        # With several servers a refused connection moves the session at once instead of retrying in place.
-        # With several servers a refused or dropped connection moves the session at once instead of retrying
-        # in place; 429/5xx answers are retried on the same server either way.
-        self.upstream_retry = (
-            dataclasses.replace(self.http.retry, reconnect=False) if len(self.pool.upstreams) > 1 else self.http.retry
-        )
-        self._health_task: asyncio.Task[None] | None = None
+        self.path: CompletionPath = ChatPath(self.client, config.model, config.return_token_id_information)
+
+    @property
+    def pool(self) -> UpstreamPool:
+        return self.client.pool
 
     async def startup(self) -> None:
-        await asyncio.gather(*(self._check_upstream(u) for u in self.pool.upstreams))
-        self._health_task = asyncio.create_task(self._probe_down_upstreams())
+        config = self.config
+        timeout = config.startup_check_timeout_s
+        served = await asyncio.gather(
+            *(check_served_model(self.client, u, config.model, timeout) for u in self.client.upstreams)
+        )
+        if config.return_token_id_information and config.token_exact != "never":
+            self.path = await self._exact_path_if_served([s.max_model_len for s in served]) or self.path
+        self.client.start()
 
     async def shutdown(self) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
+        await self.client.stop()
 
-    async def _check_upstream(self, upstream: Upstream) -> None:
-        """The seed's troubleshooting, done for the user: reachable, key accepted, model served."""
-        try:
-            result = await self.http.get(
-                upstream.models_url, self.upstream_headers, retry=NO_RETRY, timeout=self.config.startup_check_timeout_s
-            )
-        except UpstreamError as exc:
-            raise StartupError(
-                f"cannot reach the vLLM server at {redact_url(upstream.models_url)}: {exc.reason}. "
-                f"Check that vLLM is running (curl {redact_url(upstream.root_url)}/health) and that base_url "
-                "(policy_base_url in env.yaml) is its address."
-            ) from None
-        if result.status in (401, 403):
-            raise StartupError(
-                f"the vLLM server at {upstream.shown} refused the api_key (HTTP {result.status}). Check that "
-                "api_key (policy_api_key in env.yaml) matches the --api-key vLLM was started with."
-            )
-        if not result.ok:
-            raise StartupError(
-                f"the vLLM server at {redact_url(upstream.models_url)} answered HTTP {result.status}: "
-                f"{_error_message(result.body)}"
-            )
-        served = [str(m.get("id")) for m in (_json_or_empty(result.body).get("data") or []) if isinstance(m, dict)]
-        if self.config.model not in served:
-            raise StartupError(
-                f"the vLLM server at {upstream.shown} does not serve model {self.config.model!r}; it serves: "
-                f"{', '.join(served) or 'nothing'}. Set model (policy_model_name in env.yaml) to the name vLLM "
-                "serves (its --served-model-name, or the --model path), and make sure the model finished loading."
-            )
-
-    async def _probe_down_upstreams(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.health_check_interval_s)
-            for upstream in self.pool.down:
-                with contextlib.suppress(UpstreamError):
-                    result = await self.http.get(upstream.root_url + "/health", retry=NO_RETRY, timeout=5)
-                    if result.ok:
-                        self.pool.mark_up(upstream)
+    async def _exact_path_if_served(self, max_model_lens: list[int | None]) -> ExactTokenPath | None:
+        """The token-exact path when every server serves its endpoints; otherwise a warning (auto) or a refusal
+        to start (require) naming the flag and each server without them."""
+        upstreams = self.client.upstreams
+        timeout = self.config.startup_check_timeout_s
+        missing = await asyncio.gather(*(missing_token_endpoints(self.client, u, timeout) for u in upstreams))
+        problems = [token_endpoints_advice(u, paths) for u, paths in zip(upstreams, missing, strict=True) if paths]
+        problems += [
+            f"the vLLM server at {u.shown} does not say its max_model_len in /v1/models, which the token-exact "
+            "path needs to size each generation"
+            for u, length in zip(upstreams, max_model_lens, strict=True)
+            if length is None and not missing[u.index]
+        ]
+        path: ExactTokenPath | None = None
+        if not problems:
+            lengths = {u.index: length for u, length in zip(upstreams, max_model_lens, strict=True) if length}
+            path = ExactTokenPath(self.client, self.config.model, lengths)
+            try:
+                for upstream in upstreams:
+                    settings = {"chat_template_kwargs": self.config.chat_template_kwargs}
+                    await path.template(upstream, settings if self.config.chat_template_kwargs else {})
+            except HttpError as exc:
+                problems.append(exc.message)
+                path = None
+        if not problems:
+            return path
+        if self.config.token_exact == "require":
+            raise StartupError("token_exact: require, but " + "; ".join(problems))
+        self.warn(
+            "; ".join(problems) + f". Using the chat path: prompt_token_ids are vLLM's re-rendering of the history "
+            f"and may differ from the tokens of earlier turns (start vLLM with {SCALE_OUT_FLAG}, or set "
+            "token_exact: never to silence this)."
+        )
+        return None
 
     # --- routes -------------------------------------------------------------------------------------------
 
@@ -166,16 +179,15 @@ class VllmModel(ModelServer[VllmModelConfig]):
         except ConversionError as exc:
             raise HttpError(422, str(exc), param=exc.param) from None
         session = _session(request)
-        chat, upstream = await self._complete(payload, session)
-        if chat is None:
+        done = await self.path.complete(self._apply_config(payload), session)
+        if done.chat is None:
             answer = context_length_response(body, self.config.model)
         else:
-            prompt_ids = await self._prompt_ids_if_missing(chat, payload, upstream)
             try:
-                answer = chat_response_to_response(chat, body, self.options, prompt_ids)
+                answer = chat_response_to_response(done.chat, body, self.options, done.prompt_token_ids)
             except TokenDataError as exc:
-                raise HttpError(502, f"vLLM at {upstream.shown} returned unusable token data: {exc}") from None
-        return self._reply(answer, session, upstream)
+                raise _token_data_error(done, exc) from None
+        return self._reply(answer, session, done.upstream)
 
     async def chat_completions(self, request: Request) -> Response:
         body = await read_json_object(request)
@@ -184,24 +196,25 @@ class VllmModel(ModelServer[VllmModelConfig]):
         except ConversionError as exc:
             raise HttpError(422, str(exc), param=exc.param) from None
         session = _session(request)
-        chat, upstream = await self._complete(payload, session)
-        if chat is None:
+        done = await self.path.complete(self._apply_config(payload), session)
+        if done.chat is None:
             answer = context_length_chat_response(self.config.model)
         else:
-            prompt_ids = await self._prompt_ids_if_missing(chat, payload, upstream)
             try:
-                answer = chat_response_to_caller(chat, self.options, prompt_ids)
+                answer = chat_response_to_caller(done.chat, self.options, done.prompt_token_ids)
             except TokenDataError as exc:
-                raise HttpError(502, f"vLLM at {upstream.shown} returned unusable token data: {exc}") from None
-        return self._reply(answer, session, upstream)
+                raise _token_data_error(done, exc) from None
+        return self._reply(answer, session, done.upstream)
 
     async def models(self, _request: Request) -> Response:
         model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "ngym"}
         return json_response({"object": "list", "data": [model]})
 
-    # --- upstream -----------------------------------------------------------------------------------------
+    # --- helpers ------------------------------------------------------------------------------------------
 
     def _apply_config(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The configured template kwargs, extra fields and sampling overrides; the token flags last, so that
+        no override can switch off the log-probs training needs."""
         config = self.config
         if config.chat_template_kwargs:
             payload["chat_template_kwargs"] = {
@@ -213,56 +226,9 @@ class VllmModel(ModelServer[VllmModelConfig]):
                 payload.setdefault(key, value)
         if config.sampling_overrides:
             payload.update(config.sampling_overrides)
+        if config.return_token_id_information:
+            add_token_request_flags(payload)
         return payload
-
-    async def _complete(self, payload: dict[str, Any], session: Session) -> tuple[dict[str, Any] | None, Upstream]:
-        """vLLM's chat completion for payload (None when the prompt does not fit the context), and the server
-        that answered. A server that cannot be reached leaves rotation and the session moves on."""
-        body = orjson.dumps(self._apply_config(payload))
-        tried: set[int] = set()
-        while True:
-            upstream = self.pool.choose(session, frozenset(tried))
-            headers = {**self.upstream_headers, SESSION_HEADER: session.session_id}
-            upstream.in_flight += 1
-            upstream.requests += 1
-            try:
-                result = await self.http.post_json(upstream.chat_url, body, headers, retry=self.upstream_retry)
-            except UpstreamError as exc:
-                if exc.server_unreachable:
-                    self.pool.mark_down(upstream)
-                    tried.add(upstream.index)
-                    if len(tried) < len(self.pool.upstreams):
-                        continue
-                status = 504 if exc.kind == UpstreamError.TIMEOUT else 502
-                raise HttpError(status, f"vLLM at {upstream.shown}: {exc.reason}") from None
-            finally:
-                upstream.in_flight -= 1
-            if result.ok:
-                return orjson.loads(result.body), upstream
-            if result.status == 400 and _is_context_length_error(result.body):
-                return None, upstream
-            raise _upstream_http_error(upstream, result.status, result.body)
-
-    async def _prompt_ids_if_missing(
-        self, chat: dict[str, Any], payload: dict[str, Any], upstream: Upstream
-    ) -> list[int] | None:
-        """Inline prompt IDs are the rule; /tokenize is the fallback for servers that do not return them."""
-        if not needs_prompt_token_ids(chat, self.options):
-            return None
-        request = {"model": self.config.model, "messages": payload["messages"], "add_generation_prompt": True}
-        for key in ("tools", "chat_template_kwargs"):
-            if key in payload:
-                request[key] = payload[key]
-        try:
-            result = await self.http.post_json(upstream.root_url + "/tokenize", request, self.upstream_headers)
-        except UpstreamError as exc:
-            raise HttpError(502, f"vLLM /tokenize at {redact_url(upstream.root_url)}: {exc.reason}") from None
-        if not result.ok:
-            raise _upstream_http_error(upstream, result.status, result.body, "/tokenize")
-        tokens = _json_or_empty(result.body).get("tokens")
-        if not isinstance(tokens, list):
-            raise HttpError(502, f"vLLM /tokenize at {redact_url(upstream.root_url)} answered without 'tokens'")
-        return tokens
 
     def _reply(self, answer: dict[str, Any], session: Session, upstream: Upstream) -> Response:
         response = json_response(answer)
@@ -281,36 +247,5 @@ def _session(request: Request) -> Session:
     return Session(secrets.token_hex(12), None)
 
 
-def _is_context_length_error(body: bytes) -> bool:
-    lowered = body.lower()
-    if b"cannot be greater than max_model_len" in lowered:
-        return False  # max_tokens alone exceeds the model's length: the caller's mistake, not a long prompt
-    return any(marker in lowered for marker in CONTEXT_LENGTH_MARKERS)
-
-
-def _json_or_empty(body: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _error_message(body: bytes) -> str:
-    parsed = _json_or_empty(body)
-    error = parsed.get("error")
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])
-    if isinstance(parsed.get("message"), str):
-        return str(parsed["message"])
-    return body[:300].decode(errors="replace")
-
-
-def _upstream_http_error(upstream: Upstream, status: int, body: bytes, path: str = "") -> HttpError:
-    where = f"vLLM at {upstream.shown}{path}"
-    if status in (401, 403):
-        return HttpError(502, f"{where} refused the api_key (HTTP {status}); check api_key (policy_api_key)")
-    message = _error_message(body)
-    if 400 <= status < 500 and status != 429:
-        return HttpError(status, f"{where} rejected the request (HTTP {status}): {message}")
-    return HttpError(502, f"{where} failed (HTTP {status}): {message}")
+def _token_data_error(done: Completion, exc: TokenDataError) -> HttpError:
+    return HttpError(502, f"vLLM at {done.upstream.shown} returned unusable token data: {exc}")

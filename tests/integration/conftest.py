@@ -36,14 +36,15 @@ def vllm_server(
     vllm_python: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VllmServer]:
     """One real vLLM for the whole session: hermes tool parser, deepseek_r1 reasoning parser, structured
-    outputs allowed inside <think>, served as ``tiny-qwen2`` with max-model-len 1024."""
+    outputs allowed inside <think>, the token endpoints (--enable-scale-out), chat templates sent with a request
+    allowed (tests of templates that rewrite history), served as ``tiny-qwen2`` with max-model-len 1024."""
     server = VllmServer(
         tiny_model_dir,
         python=vllm_python,
         served_model_name=SERVED_MODEL_NAME,
         tool_call_parser="hermes",
         reasoning_parser="deepseek_r1",
-        extra_args=STRUCTURED_OUTPUTS_IN_REASONING,
+        extra_args=(*STRUCTURED_OUTPUTS_IN_REASONING, "--enable-scale-out", "--trust-request-chat-template"),
         log_path=tmp_path_factory.mktemp("vllm") / "vllm.log",
     )
     server.start()

@@ -12,6 +12,7 @@ import pytest
 from ngym.http.probe import answers
 from ngym.protocol.convert import ConversionOptions, responses_to_chat_request
 from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess
+from ngym.testing.token_turns import broken_turns, response_turns
 from ngym.testing.vllm_server import VllmServer
 
 pytestmark = pytest.mark.vllm
@@ -89,6 +90,8 @@ def test_training_config_returns_token_ids_matching_vllm_tokenize(vllm_server: V
                     "add_generation_prompt": True}  # fmt: skip
         expected = vllm_server.request("POST", "/tokenize", tokenize).json()["tokens"]
         assert turn_ends[0]["prompt_token_ids"] == expected
+        # vLLM serves the token endpoints (--enable-scale-out): later turns begin with the earlier turns' tokens.
+        assert broken_turns(response_turns(row["response"]["output"])) == []
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,11 @@ import pytest
 
 from ngym.http.app import serve_in_background
 from ngym.protocol.convert import ConversionOptions, responses_to_chat_request
+from ngym.protocol.tokens import add_token_request_flags
 from ngym.servers.base import StartupError
 from ngym.testing.vllm_server import VllmServer, literal_regex
 from responses_api_models.vllm_model.app import VllmModel
+from responses_api_models.vllm_model.paths import ChatPath
 
 pytestmark = pytest.mark.vllm
 
@@ -70,7 +72,11 @@ def tokenize(vllm: VllmServer, body: dict[str, Any]) -> list[int]:
 
 
 async def test_multi_step_tool_rollout_carries_vllm_token_ids(vllm_server: VllmServer) -> None:
-    config = model_config(vllm_server.base_url, vllm_server.model_name, return_token_id_information=True)
+    # The chat path: each turn's prompt IDs are vLLM's rendering of the history (test_token_exact_real.py has
+    # the token-exact path).
+    config = model_config(
+        vllm_server.base_url, vllm_server.model_name, return_token_id_information=True, token_exact="never"
+    )
     history: list[dict[str, Any]] = [{"role": "user", "content": "What is the weather in SF?"}]
     async with model_server(config) as (url, _server), aiohttp.ClientSession() as http:
         first_request = {"input": history, "tools": TOOLS, **forced("</think>" + TOOL_CALL)}
@@ -85,6 +91,7 @@ async def test_multi_step_tool_rollout_carries_vllm_token_ids(vllm_server: VllmS
         direct = responses_to_chat_request(first_request, vllm_server.model_name, ConversionOptions(
             return_token_id_information=True))  # fmt: skip
         direct["max_tokens"] = 300
+        add_token_request_flags(direct)
         straight = vllm_server.request("POST", "/v1/chat/completions", direct).json()
         assert straight["choices"][0]["token_ids"] == last["generation_token_ids"]
         assert straight["prompt_token_ids"] == last["prompt_token_ids"]
@@ -152,6 +159,27 @@ async def test_api_key_is_sent_and_a_wrong_key_is_refused_at_start_up(
     captured = capsys.readouterr()
     assert "sk-wrong-key" not in caplog.text + captured.out + captured.err
     assert API_KEY not in caplog.text + captured.out + captured.err
+
+
+async def test_a_vllm_without_token_endpoints_gets_the_chat_path_with_a_warning_or_is_refused(
+    keyed_vllm_server: VllmServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = keyed_vllm_server.base_url
+    auto = model_config(url, keyed_vllm_server.model_name, api_key=API_KEY, return_token_id_information=True)
+    async with model_server(auto) as (address, server), aiohttp.ClientSession() as http:
+        answer = await post(http, address + "/v1/responses", {"input": "hi", "max_output_tokens": 3})
+    assert isinstance(server.path, ChatPath)
+    assert answer["output"][-1]["prompt_token_ids"]
+    warning = capsys.readouterr().err
+    assert "--enable-scale-out" in warning and url in warning and "/v1/chat/completions/render" in warning
+    assert API_KEY not in warning
+
+    required = model_config(url, keyed_vllm_server.model_name, api_key=API_KEY, return_token_id_information=True,
+                            token_exact="require")  # fmt: skip
+    with pytest.raises(StartupError) as info:
+        await VllmModel.from_config(required, "policy_model").open()
+    assert "token_exact: require" in str(info.value) and "--enable-scale-out" in str(info.value)
+    assert url in str(info.value)
 
 
 async def test_sessions_stay_on_one_server_and_move_when_it_dies(

@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
+from ngym.http.app import serve_in_background
 from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess
+from ngym.testing.token_turns import broken_turns, measure, response_turns
 from ngym.testing.vllm_server import VllmServer
+from responses_api_models.vllm_model.app import VllmModel
 
 pytestmark = pytest.mark.vllm
 
@@ -22,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 POLICY_DIR = ROOT / "models" / "weather-policy"
 EXAMPLE = "resources_servers/simple_weather/data/example.jsonl"
 HELDOUT = "resources_servers/simple_weather/data/heldout.jsonl"
+TRAINING_CONFIG_PATHS = (
+    "responses_api_models/vllm_model/configs/vllm_model_for_training.yaml",
+    "resources_servers/simple_weather/configs/simple_weather.yaml",
+)
 # Issue 6's targets (measured: policy/README.md). The sampled run has no per-request `seed` (vLLM 0.32's CPU
 # build crashes its engine on one), but at the measured rate 70 is many standard deviations away.
 TARGET_GREEDY = 90
@@ -31,7 +38,8 @@ TARGET_T1 = 70
 @pytest.fixture(scope="module")
 def policy_server(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
     log = tmp_path_factory.mktemp("vllm-policy") / "vllm.log"
-    with VllmServer(POLICY_DIR, python=vllm_python, served_model_name="weather-policy", log_path=log) as server:
+    with VllmServer(POLICY_DIR, python=vllm_python, served_model_name="weather-policy", log_path=log,
+                    extra_args=("--enable-scale-out",)) as server:  # fmt: skip
         yield server
 
 
@@ -43,6 +51,17 @@ def policy_gym(policy_server: VllmServer) -> Iterator[GymProcess]:
         f"++policy_model_name={policy_server.model_name}",
     ]
     with GymProcess(ROOT, SEED_CONFIG_PATHS, overrides) as gym:
+        yield gym
+
+
+@pytest.fixture(scope="module")
+def training_gym(policy_server: VllmServer) -> Iterator[GymProcess]:
+    overrides = [
+        f"++policy_base_url={policy_server.base_url}",
+        "++policy_api_key=none",
+        f"++policy_model_name={policy_server.model_name}",
+    ]
+    with GymProcess(ROOT, TRAINING_CONFIG_PATHS, overrides) as gym:
         yield gym
 
 
@@ -84,3 +103,26 @@ def test_heldout_cities_sampled(policy_gym: GymProcess, tmp_path: Path) -> None:
     solved = sum(1 for row in rows if row["reward"] == 1.0)
     print(f"held-out, temperature 1: {solved}/100 solved")
     assert solved >= TARGET_T1, solved
+
+
+def test_training_rollouts_are_token_exact_across_turns(training_gym: GymProcess, tmp_path: Path) -> None:
+    """The agent loop in training mode at temperature 1: each model turn's prompt begins with the previous
+    turn's prompt and generated IDs, over 100 two-turn rollouts (tool call, then answer)."""
+    rows = collect(training_gym, tmp_path / "train.jsonl", f"+input_jsonl_fpath={HELDOUT}",
+                   "+responses_create_params={temperature: 1.0}")  # fmt: skip
+    assert len(rows) == 100
+    turns = [response_turns(row["response"]["output"]) for row in rows]
+    assert sum(len(t) >= 2 for t in turns) >= 90, "most rollouts must have a tool call and an answer"
+    broken = [(row["expected_city"], broken_turns(t)) for row, t in zip(rows, turns, strict=True) if broken_turns(t)]
+    assert broken == []
+
+
+async def test_free_text_chat_conversations_are_token_exact(policy_server: VllmServer) -> None:
+    """Three-turn Chat conversations through the model server, free text and tool calls, cut by max_tokens."""
+    config = {"policy_model": {"responses_api_models": {"vllm_model": {
+        "entrypoint": "app.py", "base_url": policy_server.base_url, "model": policy_server.model_name,
+        "return_token_id_information": True, "token_exact": "require"}}}}  # fmt: skip
+    server = VllmModel.from_config(config, "policy_model")
+    async with serve_in_background(server.app()) as url:
+        exact, total = await measure(url, conversations=30, turns=3, max_tokens=24, temperature=1.0)
+    assert (exact, total) == (30, 30)

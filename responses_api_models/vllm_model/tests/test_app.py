@@ -508,7 +508,7 @@ def assert_token_fields(item: dict[str, Any]) -> None:
 async def test_training_mode_responses_turns_carry_token_data(servers: Servers, caller: Caller) -> None:
     script = StandinScript(tool_call_mode=True, reasoning_text="Need the tool.")
     question = [{"role": "user", "content": "Weather in SF?"}]
-    async with servers(script, return_token_id_information=True) as (vllm, url):
+    async with servers(script, return_token_id_information=True, token_exact="never") as (vllm, url):
         first = await caller.responses(url, {"input": question, "tools": [WEATHER_TOOL]})
         assert first.status == 200, first.text
         output = first.body["output"]
@@ -542,7 +542,7 @@ async def test_training_mode_responses_turns_carry_token_data(servers: Servers, 
 
 
 async def test_training_mode_chat_message_carries_token_data(servers: Servers, caller: Caller) -> None:
-    async with servers(return_token_id_information=True) as (vllm, url):
+    async with servers(return_token_id_information=True, token_exact="never") as (vllm, url):
         first = await caller.chat(url, {"messages": [{"role": "user", "content": "hi"}]})
         message = first.body["choices"][0]["message"]
         history = [
@@ -562,7 +562,7 @@ async def test_training_mode_chat_message_carries_token_data(servers: Servers, c
     assert assistant["prompt_token_ids"] == message["prompt_token_ids"]
     assert "generation_token_ids" not in user and "generation_token_ids" not in follow_up
     assert_token_fields(second.body["choices"][0]["message"])
-    async with servers(return_token_id_information=True) as (_vllm, url):
+    async with servers(return_token_id_information=True, token_exact="never") as (_vllm, url):
         several = await caller.chat(url, {"messages": [{"role": "user", "content": "hi"}], "n": 2})
     assert several.status == 422 and several.body["error"]["param"] == "n"
 
@@ -577,7 +577,7 @@ async def test_token_fields_are_checked_in_training_mode_and_ignored_otherwise(
     def history(fields: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"role": "user", "content": "hi"}, {**assistant, **fields}, {"role": "user", "content": "more"}]
 
-    async with servers(return_token_id_information=True) as (vllm, url):
+    async with servers(return_token_id_information=True, token_exact="never") as (vllm, url):
         refused = await caller.responses(url, {"input": history(partial)})
         assert vllm.log.count() == 0
     assert refused.status == 422 and refused.body["error"]["param"] == "input[1].generation_log_probs"
@@ -591,7 +591,7 @@ async def test_token_fields_are_checked_in_training_mode_and_ignored_otherwise(
 
 async def test_training_mode_falls_back_to_tokenize_without_inline_prompt_ids(servers: Servers, caller: Caller) -> None:
     scripted = chat_answer({"content": "ok"}, logprobs=token_logprobs([111, 107]), token_ids=[111, 107])
-    async with servers(return_token_id_information=True) as (vllm, url):
+    async with servers(return_token_id_information=True, token_exact="never") as (vllm, url):
         vllm.script.inject(HttpError(200, scripted))
         answer = await caller.responses(url, {"input": "hi"})
         tokenize = vllm.log.last_body("/tokenize")
@@ -614,7 +614,7 @@ async def test_training_mode_falls_back_to_tokenize_without_inline_prompt_ids(se
 async def test_training_mode_refuses_inconsistent_token_data(
     servers: Servers, caller: Caller, scripted: dict[str, Any]
 ) -> None:
-    async with servers(return_token_id_information=True) as (vllm, url):
+    async with servers(return_token_id_information=True, token_exact="never") as (vllm, url):
         vllm.script.inject(HttpError(200, scripted), HttpError(200, scripted))
         responses = await caller.responses(url, {"input": "hi"})
         chat = await caller.chat(url, {"messages": [{"role": "user", "content": "hi"}]})

@@ -1,0 +1,174 @@
+"""The token-exact path: render, splice, generate, derender, all on the session's vLLM server.
+
+Each turn's prompt is the previous turn's prompt + generated IDs exactly, then the template's tokens for what
+came after it (ngym.protocol.splice). Stateless: the IDs travel in the history, so any worker of any process can
+serve the next turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from ngym.http.app import HttpError
+from ngym.protocol.splice import (
+    SPLICE_MARKERS,
+    SpliceError,
+    TurnTemplate,
+    last_token_turn,
+    render_messages,
+    splice_prompt,
+)
+from ngym.protocol.token_endpoints import (
+    DERENDER_PATH,
+    GENERATE_PATH,
+    RENDER_PATH,
+    caller_max_tokens,
+    chat_completion,
+    derender_request,
+    empty_derendered,
+    generate_request,
+    read_generation,
+    shown_token_count,
+    stop_string_cut,
+)
+from ngym.protocol.tokens import TokenDataError
+from ngym.upstream.client import UpstreamClient
+from ngym.upstream.pool import Session, Upstream
+from responses_api_models.vllm_model.paths import Completion, answer_json, post_json
+
+JSON = dict[str, Any]
+# Distinct chat_template_kwargs seen in requests; each needs one template lesson per server.
+MAX_LEARNT_TEMPLATES = 256
+TEMPLATE_FIELDS = ("chat_template", "chat_template_kwargs")
+
+
+class ExactTokenPath:
+    def __init__(self, client: UpstreamClient, model: str, max_model_len: dict[int, int]) -> None:
+        self.client = client
+        self.model = model
+        self.max_model_len = max_model_len  # per server index, read from /v1/models at start-up
+        self._templates: dict[tuple[int, bytes], asyncio.Future[TurnTemplate]] = {}
+
+    async def complete(self, payload: JSON, session: Session) -> Completion:
+        messages = payload["messages"]
+        try:
+            turn = last_token_turn(messages)
+        except SpliceError as exc:
+            raise HttpError(422, str(exc), param="messages") from None
+        render_body = {**payload, "messages": render_messages(messages, turn)}
+        answer = await post_json(self.client, session, RENDER_PATH, render_body)
+        rendered = answer_json(answer, RENDER_PATH)
+        upstream = answer.upstream
+        if rendered is None:
+            return Completion(None, upstream)
+        rendered_ids = _token_ids(rendered, upstream)
+        if turn is None:
+            prompt = rendered_ids
+        else:
+            template = await self.template(upstream, _template_settings(payload))
+            try:
+                prompt = splice_prompt(turn, rendered_ids, template)
+            except SpliceError as exc:
+                raise HttpError(422, str(exc), param="messages") from None
+        request = generate_request(rendered, prompt, self.max_model_len[upstream.index], caller_max_tokens(payload))
+        if request is None:
+            return Completion(None, upstream)
+        answer = await post_json(self.client, session, GENERATE_PATH, request)
+        generated = answer_json(answer, GENERATE_PATH)
+        if generated is None:
+            return Completion(None, answer.upstream)
+        upstream = answer.upstream
+        try:
+            generation = read_generation(generated)
+        except TokenDataError as exc:
+            raise HttpError(502, f"vLLM at {upstream.shown}{GENERATE_PATH}: {exc}") from None
+        derendered = await self._derender(generated, payload, prompt, shown_token_count(generated), session)
+        stop = generated["choices"][0].get("stop_reason")
+        if isinstance(stop, str):
+            # The tokens run past the stop string, which vLLM cuts out of the text: derender up to it.
+            cut = stop_string_cut(derendered, stop)
+            if cut is not None:
+                derendered = await self._derender(generated, payload, prompt, cut[0], session)
+                _append_text(derendered, cut[1])
+        try:
+            chat = chat_completion(derendered, prompt, generation)
+        except TokenDataError as exc:
+            raise HttpError(502, f"vLLM at {upstream.shown}{DERENDER_PATH}: {exc}") from None
+        return Completion(chat, upstream)
+
+    async def _derender(self, generated: JSON, payload: JSON, prompt: list[int], shown: int, session: Session) -> JSON:
+        request = derender_request(self.model, generated, payload, prompt, shown)
+        if request is None:
+            return empty_derendered(generated, self.model)
+        answer = await post_json(self.client, session, DERENDER_PATH, request)
+        derendered = answer_json(answer, DERENDER_PATH)
+        if derendered is None:
+            raise HttpError(502, f"vLLM at {answer.upstream.shown}{DERENDER_PATH} refused the generated tokens")
+        return derendered
+
+    async def template(self, upstream: Upstream, settings: JSON) -> TurnTemplate:
+        """How this server's chat template writes an assistant turn (learnt once per server and template
+        settings: the request's chat_template and chat_template_kwargs; concurrent first requests share one
+        lesson)."""
+        key = (upstream.index, orjson.dumps(settings, option=orjson.OPT_SORT_KEYS))
+        future = self._templates.get(key)
+        if future is None:
+            if len(self._templates) >= MAX_LEARNT_TEMPLATES:
+                self._templates.clear()
+            future = asyncio.get_running_loop().create_future()
+            self._templates[key] = future
+            try:
+                future.set_result(await self._learn(upstream, settings))
+            except asyncio.CancelledError:
+                del self._templates[key]
+                future.cancel()
+                raise
+            except Exception as exc:
+                del self._templates[key]
+                future.set_exception(exc)
+                future.exception()  # marks it retrieved: waiters get it, nobody else has to
+                raise
+        return await asyncio.shield(future)
+
+    async def _learn(self, upstream: Upstream, settings: JSON) -> TurnTemplate:
+        renders = await asyncio.gather(*(self._render_marker(upstream, marker, settings) for marker in SPLICE_MARKERS))
+        try:
+            return TurnTemplate.learn(*renders)
+        except SpliceError as exc:
+            raise HttpError(422, f"vLLM at {upstream.shown}: {exc}") from None
+
+    async def _render_marker(self, upstream: Upstream, marker: str, settings: JSON) -> list[int]:
+        body: JSON = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}],
+            "add_generation_prompt": False,
+            **settings,
+        }
+        result = await self.client.probe(upstream, RENDER_PATH, orjson.dumps(body), timeout=30)
+        if not result.ok:
+            raise HttpError(502, f"vLLM at {upstream.shown}{RENDER_PATH} answered HTTP {result.status}")
+        return _token_ids(orjson.loads(result.body), upstream)
+
+
+def _append_text(derendered: JSON, text: str) -> None:
+    """Add text to the field the parsed generation ended in: content, or reasoning when there is none."""
+    if not text:
+        return
+    message = derendered["choices"][0]["message"]
+    field = "reasoning" if not message.get("content") and message.get("reasoning") else "content"
+    message[field] = (message.get(field) or "") + text
+
+
+def _template_settings(payload: JSON) -> JSON:
+    """The request fields that change how the chat template renders."""
+    return {key: payload[key] for key in TEMPLATE_FIELDS if payload.get(key) is not None}
+
+
+def _token_ids(rendered: JSON, upstream: Upstream) -> list[int]:
+    ids = rendered.get("token_ids")
+    if not isinstance(ids, list) or not ids:
+        raise HttpError(502, f"vLLM at {upstream.shown}{RENDER_PATH} answered without token_ids")
+    return ids

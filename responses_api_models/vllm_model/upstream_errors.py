@@ -1,0 +1,57 @@
+"""What a vLLM server's error answers mean for the caller: a context overflow, the caller's mistake, or a failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ngym.http.app import HttpError
+from ngym.upstream.client import NoAnswer
+from ngym.upstream.pool import Upstream
+
+# vLLM's answers for a prompt that does not fit the context (current, and older releases). Not "max_model_len":
+# `max_tokens=N cannot be greater than max_model_len` is the caller's mistake and must stay an error.
+CONTEXT_LENGTH_MARKERS = (b"maximum context length", b"is too long to fit into the model")
+
+
+def is_context_length_error(status: int, body: bytes) -> bool:
+    if status != 400:
+        return False
+    lowered = body.lower()
+    if b"cannot be greater than max_model_len" in lowered:
+        return False  # max_tokens alone exceeds the model's length: the caller's mistake, not a long prompt
+    return any(marker in lowered for marker in CONTEXT_LENGTH_MARKERS)
+
+
+def json_or_empty(body: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def error_message(body: bytes) -> str:
+    parsed = json_or_empty(body)
+    error = parsed.get("error")
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    if isinstance(parsed.get("message"), str):
+        return str(parsed["message"])
+    return body[:300].decode(errors="replace")
+
+
+def upstream_http_error(upstream: Upstream, status: int, body: bytes, path: str = "") -> HttpError:
+    where = f"vLLM at {upstream.shown}{path}"
+    if status in (401, 403):
+        return HttpError(502, f"{where} refused the api_key (HTTP {status}); check api_key (policy_api_key)")
+    message = error_message(body)
+    if 400 <= status < 500 and status != 429:
+        return HttpError(status, f"{where} rejected the request (HTTP {status}): {message}")
+    return HttpError(502, f"{where} failed (HTTP {status}): {message}")
+
+
+def no_answer_error(exc: NoAnswer) -> HttpError:
+    status = 504 if exc.error.kind == exc.error.TIMEOUT else 502
+    return HttpError(status, str(exc))
