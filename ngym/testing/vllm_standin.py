@@ -2,7 +2,8 @@
 
 Wire shapes follow vLLM 0.32 exactly (checked against ``tests/data/vllm_recordings`` by
 ``tests/unit/test_standin_matches_recordings.py``). Routes: ``GET /health``, ``GET /v1/models``,
-``POST /tokenize``, ``POST /v1/chat/completions``, ``GET /version``.
+``POST /tokenize``, ``POST /v1/chat/completions``, ``GET /version``, and the ``--enable-scale-out`` token routes
+(render, generate, derender) of :mod:`ngym.testing.standin_tokens`.
 
 Behaviour, driven by a mutable :class:`StandinScript`:
 - default: a fixed text reply; the common case is served from prebuilt byte templates (it is also the
@@ -11,7 +12,8 @@ Behaviour, driven by a mutable :class:`StandinScript`:
 - token information (``prompt_token_ids``, ``token_ids``, ``logprobs`` with ``token_id:N``) when asked, from a
   deterministic byte-level fake tokeniser (one token per UTF-8 byte, ChatML markers as single tokens);
 - tool-call mode: a ``get_weather`` call while the conversation does not end with a tool message, then text;
-- faults: queued per chat request (:class:`HttpError`, :class:`DropConnection`, :class:`Delay`), or ``down``
+- faults: queued per model call, i.e. chat or generate request (:class:`HttpError`, :class:`DropConnection`,
+  :class:`Delay`), or ``down``
   for every request on every route; an api key check with vLLM's 401; a :class:`RequestLog`.
 
 In-process: ``async with StandinServer(script) as server: server.base_url`` (or ``with`` for a background
@@ -139,12 +141,16 @@ def render_chat(
         if role == "assistant":
             reasoning = message.get("reasoning")
             text = f"<think>{reasoning}</think>" if isinstance(reasoning, str) and reasoning else ""
-            text += _text_of(message.get("content"))
-            for call in message.get("tool_calls") or []:
+            content = _text_of(message.get("content"))
+            text += content
+            for n, call in enumerate(message.get("tool_calls") or []):
                 fn = call.get("function", call)
                 args = fn.get("arguments")
                 args_text = args if isinstance(args, str) else json.dumps(args)
-                text += f'\n<tool_call>\n{{"name": {json.dumps(fn.get("name"))}, "arguments": {args_text}}}'
+                # Like the template: a newline only after content or a previous call, so a call-only turn
+                # renders exactly as the model generated it.
+                text += "\n" if content or n else ""
+                text += f'<tool_call>\n{{"name": {json.dumps(fn.get("name"))}, "arguments": {args_text}}}'
                 text += "\n</tool_call>"
             parts.append(f"<|im_start|>assistant\n{text}<|im_end|>\n")
         elif role == "tool":
@@ -298,16 +304,31 @@ class StandinScript:
     tool_answer_text: str = DEFAULT_TOOL_ANSWER
     api_key: str | None = None
     check_model: bool = True
+    scale_out: bool = True  # like --enable-scale-out; False: the token routes answer vLLM's 403
     down: Fault | None = None  # applied to every request on every route while set
-    faults: deque[Fault] = field(default_factory=deque)  # consumed one per chat request
+    faults: deque[Fault] = field(default_factory=deque)  # consumed one per chat or generate request
     log: RequestLog = field(default_factory=RequestLog)
 
     def inject(self, *faults: Fault) -> None:
-        """Queue faults for the next chat requests, one each, in order."""
+        """Queue faults for the next chat or generate requests, one each, in order."""
         self.faults.extend(faults)
 
 
 # -- response building ---------------------------------------------------------------------------------------
+def reply_text(script: StandinScript, *, calling: bool, after_tool: bool) -> str:
+    """The text the scripted model generates: a tool call, the answer after a tool result, or the reply."""
+    if calling:
+        call = {"name": script.tool_name, "arguments": script.tool_arguments}
+        body = f"<tool_call>\n{json.dumps(call)}\n</tool_call>"
+    elif script.tool_call_mode and after_tool:
+        body = script.tool_answer_text
+    else:
+        body = script.reply_text
+    if script.reasoning_parser or script.reasoning_text:
+        return f"<think>{script.reasoning_text}</think>{body}"
+    return body
+
+
 @dataclass(frozen=True)
 class _Generation:
     message: dict[str, Any]
@@ -483,6 +504,9 @@ class StandinApp:
         self._template_key: tuple[Any, ...] | None = None
         self._template: _ByteTemplate | None = None
         self._template_completion_tokens = 0
+        # Imported here: standin_tokens builds on this module.
+        from ngym.testing.standin_tokens import TokenRoutes
+
         self.app = Starlette(
             routes=[
                 Route("/health", self.health, methods=["GET"]),
@@ -490,6 +514,7 @@ class StandinApp:
                 Route("/v1/models", self.models, methods=["GET"]),
                 Route("/tokenize", self.tokenize, methods=["POST"]),
                 Route(CHAT_PATH, self.chat, methods=["POST"]),
+                *TokenRoutes(self).routes(),
             ]
         )
 
@@ -627,17 +652,9 @@ class StandinApp:
         return _json(body)
 
     def _reply_text(self, messages: list[dict[str, Any]], calling: bool) -> str:
-        script = self.script
-        if calling:
-            call = {"name": script.tool_name, "arguments": script.tool_arguments}
-            body = f"<tool_call>\n{json.dumps(call)}\n</tool_call>"
-        elif script.tool_call_mode and messages and messages[-1].get("role") == "tool":
-            body = script.tool_answer_text
-        else:
-            body = script.reply_text
-        if script.reasoning_parser or script.reasoning_text:
-            return f"<think>{script.reasoning_text}</think>{body}"
-        return body
+        return reply_text(
+            self.script, calling=calling, after_tool=bool(messages and messages[-1].get("role") == "tool")
+        )
 
     def _generate(self, text: str, limit: int, tools_parsed: bool) -> _Generation:
         ids = [*fake_tokenize(text), EOS_ID]
@@ -838,6 +855,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-reasoning-parser", action="store_true")
     parser.add_argument("--tool-call-mode", action="store_true")
     parser.add_argument("--api-key", default=None)
+    parser.add_argument("--no-scale-out", action="store_true", help="answer the token routes with vLLM's 403")
     parser.add_argument("--max-model-len", type=int, default=DEFAULT_MAX_MODEL_LEN)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before every answer")
     parser.add_argument("--log-entries", type=int, default=0, help="requests kept in full in the request log")
@@ -850,6 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         reasoning_parser=not args.no_reasoning_parser,
         tool_call_mode=args.tool_call_mode,
         api_key=args.api_key,
+        scale_out=not args.no_scale_out,
         down=Delay(args.delay) if args.delay > 0 else None,
         log=RequestLog(maxlen=args.log_entries),
     )

@@ -40,6 +40,10 @@ class Upstream:
     def root_url(self) -> str:
         return self.base_url.removesuffix("/v1")
 
+    def shown_url(self, path: str) -> str:
+        """url(path) as it may appear in messages."""
+        return redact_url(self.url(path))
+
     def url(self, path: str) -> str:
         """An address on this server; `path` is from the server root, e.g. '/v1/chat/completions'."""
         return self.base_url[:-3] + path

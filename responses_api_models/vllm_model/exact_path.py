@@ -84,7 +84,7 @@ class ExactTokenPath:
         try:
             generation = read_generation(generated)
         except TokenDataError as exc:
-            raise HttpError(502, f"vLLM at {upstream.shown}{GENERATE_PATH}: {exc}") from None
+            raise HttpError(502, f"vLLM at {upstream.shown_url(GENERATE_PATH)}: {exc}") from None
         derendered = await self._derender(generated, payload, prompt, shown_token_count(generated), session)
         stop = generated["choices"][0].get("stop_reason")
         if isinstance(stop, str):
@@ -96,7 +96,7 @@ class ExactTokenPath:
         try:
             chat = chat_completion(derendered, prompt, generation)
         except TokenDataError as exc:
-            raise HttpError(502, f"vLLM at {upstream.shown}{DERENDER_PATH}: {exc}") from None
+            raise HttpError(502, f"vLLM at {upstream.shown_url(DERENDER_PATH)}: {exc}") from None
         return Completion(chat, upstream)
 
     async def _derender(self, generated: JSON, payload: JSON, prompt: list[int], shown: int, session: Session) -> JSON:
@@ -106,7 +106,7 @@ class ExactTokenPath:
         answer = await post_json(self.client, session, DERENDER_PATH, request)
         derendered = answer_json(answer, DERENDER_PATH)
         if derendered is None:
-            raise HttpError(502, f"vLLM at {answer.upstream.shown}{DERENDER_PATH} refused the generated tokens")
+            raise HttpError(502, f"vLLM at {answer.upstream.shown_url(DERENDER_PATH)} refused the generated tokens")
         return derendered
 
     async def template(self, upstream: Upstream, settings: JSON) -> TurnTemplate:
@@ -149,7 +149,7 @@ class ExactTokenPath:
         }
         result = await self.client.probe(upstream, RENDER_PATH, orjson.dumps(body), timeout=30)
         if not result.ok:
-            raise HttpError(502, f"vLLM at {upstream.shown}{RENDER_PATH} answered HTTP {result.status}")
+            raise HttpError(502, f"vLLM at {upstream.shown_url(RENDER_PATH)} answered HTTP {result.status}")
         return _token_ids(orjson.loads(result.body), upstream)
 
 
@@ -170,5 +170,5 @@ def _template_settings(payload: JSON) -> JSON:
 def _token_ids(rendered: JSON, upstream: Upstream) -> list[int]:
     ids = rendered.get("token_ids")
     if not isinstance(ids, list) or not ids:
-        raise HttpError(502, f"vLLM at {upstream.shown}{RENDER_PATH} answered without token_ids")
+        raise HttpError(502, f"vLLM at {upstream.shown_url(RENDER_PATH)} answered without token_ids")
     return ids

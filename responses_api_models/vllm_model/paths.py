@@ -51,11 +51,11 @@ def answer_json(answer: UpstreamAnswer, path: str) -> JSON | None:
     if result.ok:
         value = json_or_empty(result.body)
         if not value:
-            raise HttpError(502, f"vLLM at {answer.upstream.shown}{path} answered with no JSON object")
+            raise HttpError(502, f"vLLM at {answer.upstream.shown_url(path)} answered with no JSON object")
         return value
     if is_context_length_error(result.status, result.body):
         return None
-    raise upstream_http_error(answer.upstream, result.status, result.body, "" if path == CHAT_PATH else path)
+    raise upstream_http_error(answer.upstream, result.status, result.body, path)
 
 
 class ChatPath:
@@ -85,5 +85,5 @@ class ChatPath:
             raise upstream_http_error(answer.upstream, answer.result.status, answer.result.body, TOKENIZE_PATH)
         tokens = json_or_empty(answer.result.body).get("tokens")
         if not isinstance(tokens, list):
-            raise HttpError(502, f"vLLM /tokenize at {answer.upstream.shown} answered without 'tokens'")
+            raise HttpError(502, f"vLLM at {answer.upstream.shown_url(TOKENIZE_PATH)} answered without 'tokens'")
         return tokens

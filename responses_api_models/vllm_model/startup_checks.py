@@ -55,14 +55,15 @@ async def check_served_model(client: UpstreamClient, upstream: Upstream, model: 
 
 
 async def missing_token_endpoints(client: UpstreamClient, upstream: Upstream, timeout: float) -> list[str]:
-    """The token endpoints this server does not serve (404 to an empty body; a served one answers 4xx)."""
+    """The token endpoints this server does not serve: vLLM without --enable-scale-out refuses them (403), an
+    older vLLM does not know them (404); a served one answers an empty body with a 400."""
 
     async def missing(path: str) -> bool:
         try:
             result = await client.probe(upstream, path, b"{}", timeout)
         except UpstreamError:
             return True
-        return result.status in (404, 405)
+        return result.status in (403, 404, 405, 501)
 
     flags = await asyncio.gather(*(missing(path) for path in TOKEN_ENDPOINTS))
     return [path for path, absent in zip(TOKEN_ENDPOINTS, flags, strict=True) if absent]

@@ -42,8 +42,8 @@ def error_message(body: bytes) -> str:
     return body[:300].decode(errors="replace")
 
 
-def upstream_http_error(upstream: Upstream, status: int, body: bytes, path: str = "") -> HttpError:
-    where = f"vLLM at {upstream.shown}{path}"
+def upstream_http_error(upstream: Upstream, status: int, body: bytes, path: str = "/v1/chat/completions") -> HttpError:
+    where = f"vLLM at {upstream.shown_url(path)}"
     if status in (401, 403):
         return HttpError(502, f"{where} refused the api_key (HTTP {status}); check api_key (policy_api_key)")
     message = error_message(body)
