@@ -1,0 +1,207 @@
+"""The token-exact path of vllm_model in front of the vLLM stand-in: which path start-up chooses, what reaches
+vLLM's token endpoints, the splice over HTTP, and failures. Real vLLM: tests/integration/test_token_exact_real.py."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from ngym.http.app import serve_in_background
+from ngym.servers.base import StartupError
+from ngym.testing.token_turns import TokenTurn, broken_turns, response_turns
+from ngym.testing.vllm_standin import EOS_ID, DropConnection, HttpError, StandinScript, StandinServer
+from responses_api_models.vllm_model.app import VllmModel
+from responses_api_models.vllm_model.exact_path import ExactTokenPath
+from responses_api_models.vllm_model.paths import ChatPath
+
+MODEL = "tiny-qwen2"
+RENDER, GENERATE, DERENDER = "/v1/chat/completions/render", "/inference/v1/generate", "/v1/chat/completions/derender"
+TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+
+
+def config(base_url: str | list[str], **settings: Any) -> dict[str, Any]:
+    section = {"entrypoint": "app.py", "base_url": base_url, "model": MODEL, "return_token_id_information": True}
+    return {"policy_model": {"responses_api_models": {"vllm_model": {**section, **settings}}}}
+
+
+@contextlib.asynccontextmanager
+async def gym(
+    script: StandinScript | None = None, **settings: Any
+) -> AsyncIterator[tuple[StandinServer, VllmModel, str, aiohttp.ClientSession]]:
+    async with StandinServer(script or StandinScript()) as vllm:
+        server = VllmModel.from_config(config(vllm.base_url, **settings), "policy_model")
+        async with serve_in_background(server.app()) as url, aiohttp.ClientSession() as http:
+            yield vllm, server, url, http
+
+
+def turn_calls(vllm: StandinServer, path: str) -> int:
+    """Requests a turn made to `path` (start-up probes carry no session)."""
+    return sum(1 for session in vllm.script.log.session_ids(path) if session)
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async with http.post(url, json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_auto_chooses_the_exact_path_when_the_endpoints_are_served() -> None:
+    async with gym() as (vllm, server, url, http):
+        assert isinstance(server.path, ExactTokenPath)
+        status, answer = await post(http, url + "/v1/responses", {"input": "Hi", "temperature": 0.5, "top_k": 3})
+    assert status == 200, answer
+    assert TokenTurn.of(answer["output"][-1]).generation_token_ids[-1] == EOS_ID
+    assert turn_calls(vllm, RENDER) == turn_calls(vllm, GENERATE) == turn_calls(vllm, DERENDER) == 1
+    assert vllm.script.log.count("/v1/chat/completions") == 0
+
+
+async def test_auto_falls_back_to_the_chat_path_with_one_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    async with gym(StandinScript(scale_out=False)) as (vllm, server, url, http):
+        assert isinstance(server.path, ChatPath)
+        status, answer = await post(http, url + "/v1/responses", {"input": "Hi"})
+    assert status == 200 and answer["output"][-1]["prompt_token_ids"]
+    warning = capsys.readouterr().err
+    assert warning.count("warning:") == 1
+    assert "--enable-scale-out" in warning and vllm.base_url in warning
+
+
+async def test_require_refuses_to_start_without_the_endpoints_naming_flag_and_url() -> None:
+    async with StandinServer(StandinScript(scale_out=False)) as vllm:
+        server = VllmModel.from_config(config(vllm.base_url, token_exact="require"), "policy_model")
+        with pytest.raises(StartupError) as info:
+            await server.open()
+    message = str(info.value)
+    assert "--enable-scale-out" in message and vllm.base_url in message and RENDER in message
+
+
+async def test_never_and_plain_mode_use_the_chat_path() -> None:
+    async with gym(token_exact="never") as (_vllm, server, _url, _http):
+        assert isinstance(server.path, ChatPath)
+    async with gym(return_token_id_information=False) as (vllm, server, _url, _http):
+        assert isinstance(server.path, ChatPath)
+        assert vllm.script.log.count(RENDER) == 0  # nothing probed when token data is off
+
+
+def test_require_without_token_data_is_a_config_error() -> None:
+    with pytest.raises(Exception, match="token_exact: require needs return_token_id_information: true"):
+        VllmModel.from_config(
+            config("http://127.0.0.1:1/v1", token_exact="require", return_token_id_information=False), "policy_model"
+        )
+
+
+async def test_a_responses_rollout_with_tool_calls_stays_token_exact() -> None:
+    script = StandinScript(tool_call_mode=True)
+    history: list[dict[str, Any]] = [{"role": "user", "content": "Weather in SF?"}]
+    async with gym(script) as (vllm, _server, url, http):
+        for _ in range(3):
+            status, answer = await post(http, url + "/v1/responses", {"input": history, "tools": [TOOL]})
+            assert status == 200, answer
+            history += answer["output"]
+            history += [
+                {"type": "function_call_output", "call_id": item["call_id"], "output": '{"weather": "sunny"}'}
+                for item in answer["output"]
+                if item["type"] == "function_call"
+            ]
+        renders = vllm.script.log.bodies(RENDER)
+    turns = response_turns(history)
+    assert len(turns) == 3 and broken_turns(turns) == []
+    assert [item.get("type") for item in history][1:3] == ["function_call", "function_call_output"]
+    # What reaches render carries no token data; the anchoring turn is the marker.
+    assert all("prompt_token_ids" not in orjson.dumps(body).decode() for body in renders)
+
+
+async def test_sampling_fields_and_overrides_reach_render_and_the_flags_win() -> None:
+    overrides = {"logprobs": False, "top_k": 5}
+    async with gym(sampling_overrides=overrides, extra_body={"min_p": 0.1}) as (vllm, _server, url, http):
+        body = {"messages": [{"role": "user", "content": "Hi"}], "temperature": 0.7, "top_p": 0.9, "stop": ["x"],
+                "seed": 3, "repetition_penalty": 1.1, "max_tokens": 50}  # fmt: skip
+        status, answer = await post(http, url + "/v1/chat/completions", body)
+        render = vllm.script.log.last_body(RENDER)
+    assert status == 200, answer
+    for key, value in {"temperature": 0.7, "top_p": 0.9, "stop": ["x"], "seed": 3, "repetition_penalty": 1.1,
+                       "max_tokens": 50, "top_k": 5, "min_p": 0.1}.items():  # fmt: skip
+        assert render[key] == value, key
+    assert render["logprobs"] is True and render["top_logprobs"] == 0
+    message = answer["choices"][0]["message"]
+    assert len(message["generation_token_ids"]) == len(message["generation_log_probs"]) > 0
+
+
+async def test_max_tokens_is_worked_out_again_for_the_spliced_prompt() -> None:
+    async with gym(StandinScript(max_model_len=400)) as (vllm, _server, url, http):
+        first = [{"role": "user", "content": "Hi"}]
+        status, answer = await post(http, url + "/v1/chat/completions", {"messages": first, "max_tokens": 390})
+        assert status == 200, answer
+        message = answer["choices"][0]["message"]
+        used = len(message["prompt_token_ids"])
+        assert vllm.script.log.last_body(GENERATE)["sampling_params"]["max_tokens"] == 400 - used < 390
+        # The next turn's prompt is the spliced one; its room is what max_tokens gets.
+        history = [*first, message, {"role": "user", "content": "More"}]
+        status, answer = await post(http, url + "/v1/chat/completions", {"messages": history, "max_tokens": 10})
+        assert status == 200, answer
+        spliced = answer["choices"][0]["message"]["prompt_token_ids"]
+        sent = vllm.script.log.last_body(GENERATE)
+    assert sent["token_ids"] == spliced and sent["sampling_params"]["max_tokens"] == 10
+    assert (
+        spliced[: used + len(message["generation_token_ids"])]
+        == message["prompt_token_ids"] + message["generation_token_ids"]
+    )
+
+
+async def test_a_spliced_prompt_that_does_not_fit_is_an_incomplete_answer() -> None:
+    script = StandinScript(max_model_len=200)
+    async with gym(script) as (_vllm, _server, url, http):
+        history: list[dict[str, Any]] = [{"role": "user", "content": "Hi"}]
+        status, answer = await post(http, url + "/v1/chat/completions", {"messages": history})
+        message = answer["choices"][0]["message"]
+        # The model "saw" far more than the history shows: the spliced prompt overflows.
+        message["prompt_token_ids"] = [65] * 190
+        history += [message, {"role": "user", "content": "More"}]
+        status, answer = await post(http, url + "/v1/chat/completions", {"messages": history})
+    assert status == 200, answer
+    assert answer["choices"][0]["finish_reason"] == "length" and answer["choices"][0]["message"]["content"] == ""
+
+
+async def test_bad_token_data_in_history_is_a_422_naming_the_field() -> None:
+    async with gym() as (_vllm, _server, url, http):
+        turn = {"role": "assistant", "content": "x", "prompt_token_ids": [1, "2"], "generation_token_ids": [3],
+                "generation_log_probs": [-1.0]}  # fmt: skip
+        body = {"messages": [{"role": "user", "content": "Hi"}, turn, {"role": "user", "content": "?"}]}
+        status, answer = await post(http, url + "/v1/chat/completions", body)
+    assert status == 422
+    assert "messages[1].prompt_token_ids" in answer["error"]["message"]
+
+
+async def test_the_three_calls_of_a_turn_go_to_the_sessions_server() -> None:
+    async with StandinServer(StandinScript()) as a, StandinServer(StandinScript()) as b:
+        server = VllmModel.from_config(config([a.base_url, b.base_url]), "policy_model")
+        async with serve_in_background(server.app()) as url:
+            for index in range(6):
+                async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+                    for _ in range(2):
+                        status, answer = await post(http, url + "/v1/responses", {"input": f"session {index}"})
+                        assert status == 200, answer
+        for vllm in (a, b):
+            ids = [[s for s in vllm.script.log.session_ids(path) if s] for path in (RENDER, GENERATE, DERENDER)]
+            assert ids[0] == ids[1] == ids[2] and ids[0], "a turn's calls were split over servers"
+        assert a.script.log.count(GENERATE) and b.script.log.count(GENERATE)
+
+
+async def test_upstream_failures_are_retried_and_reported_like_the_chat_path() -> None:
+    script = StandinScript()
+    async with gym(script, max_retries=1) as (_vllm, _server, url, http):
+        script.inject(HttpError(503))
+        status, answer = await post(http, url + "/v1/responses", {"input": "Hi"})
+        assert status == 200, answer
+        script.inject(HttpError(503), HttpError(503))
+        status, answer = await post(http, url + "/v1/responses", {"input": "Hi"})
+        assert status == 502 and GENERATE in answer["error"]["message"]
+        script.inject(DropConnection())
+        status, answer = await post(http, url + "/v1/responses", {"input": "Hi"})
+        assert status == 200, answer
+        script.inject(HttpError(400, "bad sampling"))
+        status, answer = await post(http, url + "/v1/responses", {"input": "Hi"})
+        assert status == 400 and "bad sampling" in answer["error"]["message"]
