@@ -87,6 +87,32 @@ async def run_chat_conversation(
     return conversation
 
 
+async def run_responses_conversation(
+    http: aiohttp.ClientSession,
+    url: str,
+    first: list[JSON],
+    turns: int,
+    fields: JSON | Sequence[JSON],
+    follow_ups: Sequence[str],
+) -> list[JSON]:
+    """As run_chat_conversation, through `url`/v1/responses: each answer's output items go back as input,
+    followed by a function_call_output for each call or a user message. Returns the whole history."""
+    history = list(first)
+    for turn in range(turns):
+        extra = fields[turn] if isinstance(fields, Sequence) else fields
+        async with http.post(url + "/v1/responses", json={"input": history, **extra}) as resp:
+            answer = await resp.json()
+            if resp.status != 200:
+                raise AssertionError(f"turn {turn + 1}: HTTP {resp.status}: {answer}")
+        history += answer["output"]
+        follow_up = follow_ups[turn % len(follow_ups)]
+        calls = [item for item in answer["output"] if item["type"] == "function_call"]
+        history += [{"type": "function_call_output", "call_id": c["call_id"], "output": follow_up} for c in calls]
+        if not calls:
+            history.append({"role": "user", "content": follow_up})
+    return history
+
+
 QUESTIONS = (
     "What is the weather in Paris?",
     "Tell me about the weather in São Paulo, please.",

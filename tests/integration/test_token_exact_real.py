@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,7 @@ from ngym.testing.token_turns import (
     broken_turns,
     response_turns,
     run_chat_conversation,
+    run_responses_conversation,
 )
 from ngym.testing.vllm_server import VllmServer, literal_regex
 from responses_api_models.vllm_model.app import VllmModel
@@ -53,6 +55,12 @@ DROPS_OLD_REASONING = """{%- set ns = namespace(last_user=-1) -%}
 {%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"""
 # A template that writes an assistant turn's content only when it is the last message: nothing to cut at.
 DROPS_OLD_CONTENT = DROPS_OLD_REASONING.replace("(m.content or '')", "((m.content or '') if loop.last else '')")
+
+
+CONVERSATIONS = [
+    json.loads(line)
+    for line in (Path(__file__).parents[1] / "data/token_exact/conversations.jsonl").read_text().splitlines()
+]
 
 
 def exact_config(vllm: VllmServer, **settings: Any) -> dict[str, Any]:
@@ -237,3 +245,38 @@ async def test_context_overflow_is_an_incomplete_response(vllm_server: VllmServe
     assert resp.status == 200, answer
     assert answer["status"] == "incomplete"
     assert answer["incomplete_details"] == {"reason": "max_output_tokens"}
+
+
+def responses_content(content: Any) -> Any:
+    if isinstance(content, str):
+        return content
+    return [{"type": "input_text", "text": part["text"]} for part in content]
+
+
+def turn_fields(turn: dict[str, Any], tools: list[dict[str, Any]] | None, max_key: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {max_key: turn.get("max_tokens", 200), "temperature": turn.get("temperature", 0)}
+    if "text" in turn:
+        fields["structured_outputs"] = {"regex": literal_regex(turn["text"])}
+    if tools:
+        fields["tools"] = tools
+    return fields
+
+
+@pytest.mark.parametrize("case", CONVERSATIONS, ids=[case["name"] for case in CONVERSATIONS])
+async def test_our_conversations_are_token_exact_through_both_apis(
+    vllm_server: VllmServer, case: dict[str, Any]
+) -> None:
+    """tests/data/token_exact/conversations.jsonl: system and developer prompts, unicode, whitespace, tool
+    calls (two in a turn, text beside one), reasoning (cut mid-thought too), content parts, long histories."""
+    turns = len(case["turns"])
+    async with exact_server(exact_config(vllm_server)) as (url, http):
+        chat_tools = [WEATHER_TOOL] if case["tools"] else None
+        chat_fields = [turn_fields(turn, chat_tools, "max_tokens") for turn in case["turns"]]
+        chat = await run_chat_conversation(http, url, case["messages"], turns, chat_fields, case["follow_ups"])
+        responses_tools = [RESPONSES_TOOL] if case["tools"] else None
+        fields = [turn_fields(turn, responses_tools, "max_output_tokens") for turn in case["turns"]]
+        first = [{"role": m["role"], "content": responses_content(m["content"])} for m in case["messages"]]
+        history = await run_responses_conversation(http, url, first, turns, fields, case["follow_ups"])
+    assert len(chat.turns) == turns and broken_turns(chat.turns) == []
+    responses = response_turns(history)
+    assert len(responses) == turns and broken_turns(responses) == []
