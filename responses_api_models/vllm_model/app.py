@@ -17,16 +17,15 @@ from starlette.responses import Response
 
 from ngym.http.app import HttpError, json_response, read_json_object
 from ngym.http.client import HttpClient, RetryPolicy, Timeouts
-from ngym.protocol.convert import (
-    ConversionError,
-    ConversionOptions,
-    chat_request_to_upstream,
+from ngym.protocol.answers import (
     chat_response_to_caller,
     chat_response_to_response,
     context_length_chat_response,
     context_length_response,
-    responses_to_chat_request,
 )
+from ngym.protocol.errors import ConversionError
+from ngym.protocol.options import ConversionOptions
+from ngym.protocol.requests import chat_request_to_upstream, responses_to_chat_request
 from ngym.protocol.tokens import TokenDataError, add_token_request_flags
 from ngym.servers.base import ServerConfig, ServerContext, StartupError
 from ngym.servers.model import ModelServer

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from ngym.http.probe import answers
-from ngym.protocol.convert import ConversionOptions, responses_to_chat_request
+from ngym.protocol.options import ConversionOptions
+from ngym.protocol.requests import responses_to_chat_request
 from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess
 from ngym.testing.token_turns import broken_turns, response_turns
 from ngym.testing.vllm_server import VllmServer

@@ -16,7 +16,8 @@ import aiohttp
 import pytest
 
 from ngym.http.app import serve_in_background
-from ngym.protocol.convert import ConversionOptions, responses_to_chat_request
+from ngym.protocol.options import ConversionOptions
+from ngym.protocol.requests import responses_to_chat_request
 from ngym.protocol.tokens import add_token_request_flags
 from ngym.servers.base import StartupError
 from ngym.testing.vllm_server import VllmServer, literal_regex

@@ -5,21 +5,18 @@ import pytest
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
-from ngym.protocol.convert import (
-    RESPONSES_DROPPED_FIELDS,
-    ConversionError,
-    ConversionOptions,
-    TokenDataError,
-    chat_request_to_upstream,
+from ngym.protocol.answers import (
     chat_response_to_caller,
     chat_response_to_response,
     context_length_chat_response,
     context_length_response,
     needs_prompt_token_ids,
-    responses_to_chat_request,
 )
+from ngym.protocol.errors import ConversionError
+from ngym.protocol.options import ConversionOptions
 from ngym.protocol.reasoning import split_think
-from ngym.protocol.tokens import add_token_request_flags
+from ngym.protocol.requests import RESPONSES_DROPPED_FIELDS, chat_request_to_upstream, responses_to_chat_request
+from ngym.protocol.tokens import TokenDataError, add_token_request_flags
 
 JSON = dict[str, Any]
 

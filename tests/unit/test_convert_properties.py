@@ -6,14 +6,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from openai.types.responses import Response
 
-from ngym.protocol.convert import (
-    ConversionOptions,
-    chat_request_to_upstream,
-    chat_response_to_caller,
-    chat_response_to_response,
-    responses_to_chat_request,
-)
+from ngym.protocol.answers import chat_response_to_caller, chat_response_to_response
+from ngym.protocol.options import ConversionOptions
 from ngym.protocol.reasoning import THINK_CLOSE, THINK_OPEN, split_think, with_think
+from ngym.protocol.requests import chat_request_to_upstream, responses_to_chat_request
 from ngym.protocol.tokens import TOKEN_FIELDS
 
 JSON = dict[str, Any]

@@ -1,4 +1,4 @@
-"""The objects chosen at start-up (ngym.protocol.options, reasoning, tokens) and the convert re-exports."""
+"""The objects chosen at start-up (ngym.protocol.options, reasoning, tokens)."""
 
 import copy
 import dataclasses
@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from ngym.protocol import answers, convert, errors, options, requests, shapes, tokens
 from ngym.protocol.errors import ConversionError
 from ngym.protocol.options import ConversionOptions
 from ngym.protocol.reasoning import INLINE_REASONING, SEPARATE_REASONING, reasoning_format
@@ -162,27 +161,3 @@ def test_add_token_request_flags(body: JSON, top_logprobs: int) -> None:
     add_token_request_flags(body)
     assert body["logprobs"] is True and body["top_logprobs"] == top_logprobs
     assert body["return_token_ids"] is True and body["return_tokens_as_token_ids"] is True
-
-
-# --- convert.py re-exports ----------------------------------------------------------------------------
-
-
-def test_convert_reexports_the_same_objects() -> None:
-    homes = {
-        "JSON": shapes,
-        "RESPONSES_DROPPED_FIELDS": requests,
-        "RESPONSES_REJECTED_FIELDS": requests,
-        "ConversionError": errors,
-        "ConversionOptions": options,
-        "TokenDataError": tokens,
-        "chat_request_to_upstream": requests,
-        "chat_response_to_caller": answers,
-        "chat_response_to_response": answers,
-        "context_length_chat_response": answers,
-        "context_length_response": answers,
-        "needs_prompt_token_ids": answers,
-        "responses_to_chat_request": requests,
-    }
-    assert sorted(convert.__all__) == sorted(homes)
-    for name, home in homes.items():
-        assert getattr(convert, name) is getattr(home, name)
