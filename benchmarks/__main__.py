@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import model_server, profile, rollouts
-from benchmarks.report import load_snapshot, machine, markdown, model_server_table, profile_tables, rollouts_table
+from benchmarks.report import (
+    exact_vs_chat_table,
+    load_snapshot,
+    machine,
+    markdown,
+    model_server_table,
+    profile_tables,
+    rollouts_table,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAMES = ("model_server", "rollouts", "profile")
@@ -28,10 +36,32 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per load point")
     parser.add_argument("--warmup", type=float, default=1.5, help="seconds of load before each measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 256, 1024])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=list(model_server.MODES),
+        default=list(model_server.MODES),
+        help="model_server and profile: plain, token_info (chat path), token_exact (exact path)",
+    )
+    parser.add_argument(
+        "--turns",
+        nargs="+",
+        choices=model_server.TURNS,
+        default=list(model_server.TURNS),
+        help="model_server: the first turn, the second (history with token data)",
+    )
     parser.add_argument("--rollouts", type=int, default=2000)
+    parser.add_argument(
+        "--rollout-modes",
+        nargs="+",
+        choices=list(model_server.MODES),
+        default=["plain"],
+        help="rollouts: the model server's mode (token_info and token_exact: training mode on each path)",
+    )
     parser.add_argument("--parallel", type=int, default=64, help="ng_collect_rollouts' num_samples_in_parallel")
     parser.add_argument("--profile-concurrency", type=int, default=64)
     parser.add_argument("--profile-seconds", type=float, default=10.0)
+    parser.add_argument("--profile-turn", choices=model_server.TURNS, default="first")
     parser.add_argument("--python-only", action="store_true", help="profile: Python frames only (no --native)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in NAMES]
@@ -62,21 +92,29 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(
             model_server.Settings(),
             concurrencies=tuple(args.concurrency),
+            modes=tuple(args.modes),
+            turns=tuple(args.turns),
             warmup_s=args.warmup,
             duration_s=args.duration,
         )
         document["model_server"] = rows = model_server.run(settings, log=_log)
         print("\n" + model_server_table(rows), flush=True)
+        if ratios := exact_vs_chat_table(rows):
+            print("\ntoken-exact path against the chat path (model server):\n\n" + ratios, flush=True)
     if "rollouts" in names:
         print("\n== rollouts: ng_collect_rollouts -> simple_agent -> vllm_model -> stand-in", flush=True)
-        rollout_settings = replace(rollouts.Settings(), rollouts=args.rollouts, parallel=args.parallel)
-        document["rollouts"] = result = rollouts.run(rollout_settings, log=_log)
-        print("\n" + rollouts_table(result), flush=True)
+        document["rollouts"] = results = []
+        for mode in args.rollout_modes:
+            rollout_settings = replace(rollouts.Settings(), rollouts=args.rollouts, parallel=args.parallel, mode=mode)
+            results.append(rollouts.run(rollout_settings, log=_log))
+            print("\n" + rollouts_table(results[-1]), flush=True)
     if "profile" in names:
         print(f"\n== profile: py-spy on the model server at concurrency {args.profile_concurrency}", flush=True)
         profile_settings = replace(
             profile.Settings(),
             concurrency=args.profile_concurrency,
+            modes=tuple(args.modes),
+            turn=args.profile_turn,
             seconds=args.profile_seconds,
             native=not args.python_only,
         )

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from benchmarks.loadgen import LoadSpec, finish_subprocess, start_subprocess
-from benchmarks.model_server import MODE_CONFIGS, check_answer, model_server, simple_weather_request
+from benchmarks.model_server import MODES, Requests, model_server, run_order
 from benchmarks.procs import StandinProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,8 @@ SHORTEN = re.compile(r"^.*?/(site-packages|lib/python3\.\d+)/")
 @dataclass(frozen=True)
 class Settings:
     concurrency: int = 64
-    modes: tuple[str, ...] = ("plain", "token_info")
+    modes: tuple[str, ...] = tuple(MODES)
+    turn: str = "first"  # or "second": the request whose history carries the first turn's answer
     seconds: float = 10.0
     rate_hz: int = 100
     native: bool = True
@@ -74,10 +75,29 @@ def layer_of(key: str) -> str:
     return next((name for name, pattern in LAYERS if pattern.search(key)), "other (interpreter, stdlib)")
 
 
+# Where a sample lies in vllm_model's request handling, by the first rule that any of its frames matches:
+# (step, pattern on "function (file)"). Inclusive, so each step holds all it calls.
+STEPS = (
+    ("upstream calls (post_json: body dumps, aiohttp request + response)", re.compile(r"^post_json \(responses_api")),
+    ("reading vLLM's answers (answer_json)", re.compile(r"^answer_json \(responses_api")),
+    (
+        "token data (ngym/protocol tokens, splice, token_endpoints)",
+        re.compile(r"\(ngym/protocol/(tokens|splice|token_)"),
+    ),
+    ("rest of the handler (conversion both ways, the response)", re.compile(r"^VllmModel\.")),
+)
+OUTSIDE_HANDLER = "outside the handler (inbound HTTP, event loop, socket I/O)"
+
+
+def step_of(frames: list[str]) -> str:
+    return next((name for name, pattern in STEPS if any(pattern.search(f) for f in frames)), OUTSIDE_HANDLER)
+
+
 def summarize(raw: str, top: int) -> dict[str, Any]:
     """Self and inclusive sample shares per function, and self time per layer, from py-spy's raw output."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    steps: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -87,6 +107,7 @@ def summarize(raw: str, top: int) -> dict[str, Any]:
         frames = [_frame_key(f) for f in stack.split(";")]
         total += count
         own[frames[-1]] += count
+        steps[step_of(frames)] += count
         # Inclusive time is told for Python functions only; native frames repeat the event loop's C internals.
         for key in {f for f in frames if f.endswith(".py)")}:
             inclusive[key] += count
@@ -100,7 +121,13 @@ def summarize(raw: str, top: int) -> dict[str, Any]:
     # The frames every sample passes through (runpy, the launcher) say nothing: left out.
     for key in [key for key, count in inclusive.items() if count >= 0.9 * total]:
         del inclusive[key]
-    return {"samples": total, "layers": ranked(layers, None), "self": ranked(own), "inclusive": ranked(inclusive)}
+    return {
+        "samples": total,
+        "steps": ranked(steps, None),
+        "layers": ranked(layers, None),
+        "self": ranked(own),
+        "inclusive": ranked(inclusive),
+    }
 
 
 def _record(pid: int, out: Path, settings: Settings) -> None:
@@ -114,26 +141,27 @@ def _record(pid: int, out: Path, settings: Settings) -> None:
 
 def run(settings: Settings, log: Any = print) -> list[dict[str, Any]]:
     settings.results_dir.mkdir(parents=True, exist_ok=True)
-    request = orjson.dumps(simple_weather_request())
+    requests = Requests()
     summaries: list[dict[str, Any]] = []
     with StandinProcess(log_path=settings.results_dir / "standin.log") as standin:
-        for mode in settings.modes:
+        for mode in run_order(settings.modes):
             log_path = settings.results_dir / f"ng_run-profile-{mode}.log"
-            with model_server(standin, MODE_CONFIGS[mode], log_path) as (url, pid):
-                check_answer(url + "/v1/responses", request, mode == "token_info")
+            with model_server(standin, MODES[mode], log_path) as (url, pid):
+                request = orjson.dumps(requests.checked(url + "/v1/responses", MODES[mode])[settings.turn])
                 warmup = 2.0
                 spec = LoadSpec(url + "/v1/responses", request, settings.concurrency, warmup, settings.seconds + 2,
                                 {"server": pid, "standin": standin.pid})  # fmt: skip
                 load = start_subprocess(spec, settings.results_dir / "loadgen-body.json")
                 time.sleep(warmup + 0.5)
-                raw_path = settings.results_dir / f"profile-{mode}-c{settings.concurrency}.raw"
+                raw_path = settings.results_dir / f"profile-{mode}-{settings.turn}-c{settings.concurrency}.raw"
                 _record(pid, raw_path, settings)
                 result = finish_subprocess(load, spec)
                 summary = summarize(raw_path.read_text(), settings.top)
-                summary.update(mode=mode, concurrency=settings.concurrency, raw=str(raw_path.relative_to(ROOT)),
+                summary.update(mode=mode, turn=settings.turn, concurrency=settings.concurrency,
+                               raw=str(raw_path.relative_to(ROOT)),
                                requests_per_s=round(result.requests_per_s, 1),
                                server_cpu_s_per_1000=round(result.cpu_s_per_1000("server"), 4))  # fmt: skip
                 summaries.append(summary)
-                log(f"  profiled {mode} at c={settings.concurrency}: {summary['samples']} samples, "
-                    f"{summary['requests_per_s']:.0f} req/s under py-spy")  # fmt: skip
+                log(f"  profiled {mode} ({settings.turn} turn) at c={settings.concurrency}: "
+                    f"{summary['samples']} samples, {summary['requests_per_s']:.0f} req/s under py-spy")  # fmt: skip
     return summaries

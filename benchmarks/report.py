@@ -96,19 +96,20 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
 
 
 def model_server_table(rows: Sequence[dict[str, Any]]) -> str:
     headers = (
-        "target", "mode", "conc", "req/s", "p50 ms", "p99 ms", "errors",
+        "target", "mode", "turn", "conc", "req/s", "p50 ms", "p99 ms", "errors",
         "server CPU-s/1k", "server req/CPU-s", "stand-in CPU-s/1k", "loadgen CPU-s/1k", "server peak RSS MiB",
     )  # fmt: skip
     body = [
         (
             "model server" if row["target"] == "model_server" else "stand-in direct",
             row["mode"],
+            row.get("turn", "first"),  # results from before the second turn was measured
             row["concurrency"],
             row["requests_per_s"],
             row["p50_ms"],
@@ -125,9 +126,37 @@ def model_server_table(rows: Sequence[dict[str, Any]]) -> str:
     return table(headers, body)
 
 
+def exact_vs_chat_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The token-exact path against the chat path (both training mode, same stand-in): model-server rows."""
+    points = {(r["mode"], r.get("turn", "first"), r["concurrency"]): r for r in rows if r["target"] == "model_server"}
+    body = []
+    for (mode, turn, concurrency), exact in points.items():
+        chat = points.get(("token_info", turn, concurrency))
+        if mode != "token_exact" or chat is None:
+            continue
+        body.append(
+            (
+                turn,
+                concurrency,
+                chat["requests_per_s"],
+                exact["requests_per_s"],
+                f"{exact['requests_per_s'] / chat['requests_per_s']:.0%}" if chat["requests_per_s"] else "-",
+                chat["server_cpu_s_per_1000"],
+                exact["server_cpu_s_per_1000"],
+                f"{exact['server_cpu_s_per_1000'] / chat['server_cpu_s_per_1000']:.2f}x"
+                if chat["server_cpu_s_per_1000"]
+                else "-",
+            )
+        )
+    headers = ("turn", "conc", "chat req/s", "exact req/s", "exact/chat req/s",
+               "chat server CPU-s/1k", "exact server CPU-s/1k", "exact/chat CPU")  # fmt: skip
+    return table(headers, body) if body else ""
+
+
 def rollouts_table(result: dict[str, Any]) -> str:
     summary = (
-        f"{result['finished']}/{result['rollouts']} rollouts, {result['num_samples_in_parallel']} in parallel: "
+        f"{result.get('mode', 'plain')}: {result['finished']}/{result['rollouts']} rollouts, "
+        f"{result['num_samples_in_parallel']} in parallel: "
         f"{result['wall_s']:.1f} s, {result['rollouts_per_s']} rollouts/s (mean reward {result['mean_reward']:.2f})"
     )
     rows = [(p["process"], p["cpu_s"], p["cpu_ms_per_rollout"], p["peak_rss_mib"]) for p in result["processes"]]
@@ -150,8 +179,12 @@ def markdown(document: dict[str, Any]) -> str:
         lines.append(f"- {label}: load average {' '.join(snapshot['loadavg'])}; other busy processes: {busy or 'none'}")
     if "model_server" in document:
         lines += ["", "### model_server", "", model_server_table(document["model_server"])]
+        if ratios := exact_vs_chat_table(document["model_server"]):
+            lines += ["", "token-exact path against the chat path (model server):", "", ratios]
     if "rollouts" in document:
-        lines += ["", "### rollouts", "", rollouts_table(document["rollouts"])]
+        lines += ["", "### rollouts"]
+        for result in document["rollouts"]:
+            lines += ["", rollouts_table(result)]
     for summary in document.get("profile", []):
         lines += ["", "### profile", "", profile_tables(summary)]
     return "\n".join(lines) + "\n"
@@ -159,9 +192,15 @@ def markdown(document: dict[str, Any]) -> str:
 
 def profile_tables(summary: dict[str, Any]) -> str:
     lines = [
-        f"model server, {summary['mode']}, concurrency {summary['concurrency']}: {summary['samples']} samples "
+        f"model server, {summary['mode']}, {summary.get('turn', 'first')} turn, concurrency {summary['concurrency']}: "
+        f"{summary['samples']} samples "
         f"({summary['requests_per_s']:.0f} req/s, {summary['server_cpu_s_per_1000']:.3f} CPU-s/1000 under py-spy)",
     ]
+    cpu_ms = summary["server_cpu_s_per_1000"]
+    if summary.get("steps"):
+        steps = [(f"{100 * e['share']:.1f}%", round(e["share"] * cpu_ms, 3), e["function"]) for e in summary["steps"]]
+        lines += ["", "time by step of the request (inclusive; ms = share of the CPU per request):", ""]
+        lines.append(table(("share", "ms/request", "step"), steps))
     titles = {"layers": "self time by layer", "self": "self time", "inclusive": "inclusive time (Python frames)"}
     for kind, title in titles.items():
         rows = [(f"{100 * e['share']:.1f}%", e["function"]) for e in summary.get(kind, [])]

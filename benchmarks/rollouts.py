@@ -12,15 +12,12 @@ from typing import Any
 
 import orjson
 
-from benchmarks.model_server import gym_overrides
+from benchmarks.model_server import MODES, gym_overrides
 from benchmarks.procs import StandinProcess, cpu_seconds, instance_pids, peak_rss_mib, tree_cpu_seconds
 from ngym.testing.gym_process import GymProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG_PATHS = (
-    "responses_api_models/vllm_model/configs/vllm_model.yaml",
-    "resources_servers/simple_weather/configs/simple_weather.yaml",
-)
+RESOURCES_CONFIG = "resources_servers/simple_weather/configs/simple_weather.yaml"
 AGENT = "simple_weather_simple_agent"
 HEAD = "ng_run (head)"
 INPUT = "resources_servers/simple_weather/data/example.jsonl"
@@ -32,6 +29,7 @@ class Settings:
     rollouts: int = 2000
     warmup_rollouts: int = 100
     parallel: int = 64  # ng_collect_rollouts' default num_samples_in_parallel
+    mode: str = "plain"  # a model_server mode: plain, token_info (chat path), token_exact (exact path)
     results_dir: Path = ROOT / "benchmarks" / "results"
 
 
@@ -66,10 +64,12 @@ def _rewards(output: Path) -> tuple[int, float]:
 
 def run(settings: Settings, log: Any = print) -> dict[str, Any]:
     settings.results_dir.mkdir(parents=True, exist_ok=True)
-    output = settings.results_dir / "rollouts.jsonl"
+    output = settings.results_dir / f"rollouts-{settings.mode}.jsonl"
+    mode = MODES[settings.mode]
     with StandinProcess(tool_call_mode=True, log_path=settings.results_dir / "standin-tools.log") as standin:
-        log_path = settings.results_dir / "ng_run-rollouts.log"
-        with GymProcess(ROOT, CONFIG_PATHS, gym_overrides(standin), log_path=log_path) as gym:
+        log_path = settings.results_dir / f"ng_run-rollouts-{settings.mode}.log"
+        overrides = [*gym_overrides(standin), *mode.overrides]
+        with GymProcess(ROOT, (mode.config_path, RESOURCES_CONFIG), overrides, log_path=log_path) as gym:
             assert gym.process is not None
             pids = {**instance_pids(gym.process.pid), HEAD: gym.process.pid, "vllm stand-in": standin.pid}
             _collect(gym, settings.results_dir / "rollouts-warmup.jsonl", settings.warmup_rollouts, settings.parallel)
@@ -93,6 +93,7 @@ def run(settings: Settings, log: Any = print) -> dict[str, Any]:
         for name, seconds in cpu.items()
     ]
     result = {
+        "mode": settings.mode,
         "rollouts": settings.rollouts,
         "finished": finished,
         "mean_reward": mean_reward,
@@ -102,5 +103,5 @@ def run(settings: Settings, log: Any = print) -> dict[str, Any]:
         "rollouts_per_s": round(finished / collect_wall, 1) if collect_wall else None,
         "processes": processes,
     }
-    log(f"  {finished} rollouts in {collect_wall:.1f} s: {result['rollouts_per_s']} rollouts/s")
+    log(f"  {settings.mode}: {finished} rollouts in {collect_wall:.1f} s: {result['rollouts_per_s']} rollouts/s")
     return result

@@ -186,6 +186,7 @@ def _has_tokens(message: JSON) -> bool:
 
 def _token_ids(message: JSON, field: str, index: int) -> list[int]:
     value = message.get(field)
-    if not isinstance(value, list) or not all(type(token) is int and token >= 0 for token in value):
+    # map/set/min run at C speed: a long history's IDs are checked in microseconds. (type() is exact: no bools.)
+    if type(value) is not list or not set(map(type, value)) <= {int} or (value and min(value) < 0):
         raise SpliceError(f"messages[{index}].{field} must be a list of token IDs (non-negative integers)")
     return value

@@ -92,21 +92,26 @@ def shown_token_count(generated: JSON) -> int:
     return count
 
 
-def derender_request(model: str, generated: JSON, chat_request: JSON, prompt: list[int], shown: int) -> JSON | None:
+def derender_request(
+    model: str, generated: JSON, chat_request: JSON, prompt: list[int], shown: int, with_log_probs: bool = False
+) -> JSON | None:
     """The derender body for the first `shown` generated tokens, with the chat request whose tools and settings
-    the parsers need (without its messages, which parsing does not read); None when there is nothing to read."""
+    the parsers need (without its messages, which parsing does not read); None when there is nothing to read.
+    The log-probs (already read from the generate answer) go along only when asked for: they carry each token's
+    text, which cutting at a stop string needs."""
     if shown <= 0:
         return None
     choice = generated["choices"][0]
-    if shown < len(choice.get("token_ids") or []):
+    if with_log_probs:
         logprobs = choice.get("logprobs")
         if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
             logprobs = {**logprobs, "content": logprobs["content"][:shown]}
-        choice = {**choice, "token_ids": choice["token_ids"][:shown], "logprobs": logprobs}
-        generated = {**generated, "choices": [choice]}
+    else:
+        logprobs = None
+    choice = {**choice, "token_ids": choice["token_ids"][:shown], "logprobs": logprobs}
     return {
         "model": model,
-        "generate_response": generated,
+        "generate_response": {**generated, "choices": [choice]},
         "chat_request": {**chat_request, "messages": []},
         "prompt_token_ids": prompt[-DERENDER_PROMPT_TAIL:],
         "prompt_tokens": len(prompt),

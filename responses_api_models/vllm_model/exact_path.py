@@ -1,5 +1,7 @@
 """The token-exact path: render, splice, generate, derender, all on the session's vLLM server.
 
+A turn with no token data in its history (a rollout's first) has nothing to splice: it is one chat completion.
+
 Each turn's prompt is the previous turn's prompt + generated IDs exactly, then the template's tokens for what
 came after it (ngym.protocol.splice). Stateless: the IDs travel in the history, so any worker of any process can
 serve the next turn.
@@ -37,7 +39,7 @@ from ngym.protocol.token_endpoints import (
 from ngym.protocol.tokens import TokenDataError
 from ngym.upstream.client import UpstreamClient
 from ngym.upstream.pool import Session, Upstream
-from responses_api_models.vllm_model.paths import Completion, answer_json, post_json
+from responses_api_models.vllm_model.paths import ChatPath, Completion, answer_json, post_json
 
 JSON = dict[str, Any]
 # Distinct chat_template_kwargs seen in requests; each needs one template lesson per server.
@@ -51,6 +53,7 @@ class ExactTokenPath:
         self.model = model
         self.max_model_len = max_model_len  # per server index, read from /v1/models at start-up
         self._templates: dict[tuple[int, bytes], asyncio.Future[TurnTemplate]] = {}
+        self.first_turns = ChatPath(client, model, needs_prompt_ids=True)
 
     async def complete(self, payload: JSON, session: Session) -> Completion:
         messages = payload["messages"]
@@ -58,21 +61,21 @@ class ExactTokenPath:
             turn = last_token_turn(messages)
         except SpliceError as exc:
             raise HttpError(422, str(exc), param="messages") from None
+        if turn is None:
+            # Nothing to splice: the prompt is the conversation as the template renders it, which is what one
+            # chat completion's prompt_token_ids are (vLLM's chat route renders through the same code as render).
+            return await self.first_turns.complete(payload, session)
         render_body = {**payload, "messages": render_messages(messages, turn)}
         answer = await post_json(self.client, session, RENDER_PATH, render_body)
         rendered = answer_json(answer, RENDER_PATH)
         upstream = answer.upstream
         if rendered is None:
             return Completion(None, upstream)
-        rendered_ids = _token_ids(rendered, upstream)
-        if turn is None:
-            prompt = rendered_ids
-        else:
-            template = await self.template(upstream, _template_settings(payload))
-            try:
-                prompt = splice_prompt(turn, rendered_ids, template)
-            except SpliceError as exc:
-                raise HttpError(422, str(exc), param="messages") from None
+        template = await self.template(upstream, _template_settings(payload))
+        try:
+            prompt = splice_prompt(turn, _token_ids(rendered, upstream), template)
+        except SpliceError as exc:
+            raise HttpError(422, str(exc), param="messages") from None
         request = generate_request(rendered, prompt, self.max_model_len[upstream.index], caller_max_tokens(payload))
         if request is None:
             return Completion(None, upstream)
@@ -85,8 +88,9 @@ class ExactTokenPath:
             generation = read_generation(generated)
         except TokenDataError as exc:
             raise HttpError(502, f"vLLM at {upstream.shown_url(GENERATE_PATH)}: {exc}") from None
-        derendered = await self._derender(generated, payload, prompt, shown_token_count(generated), session)
         stop = generated["choices"][0].get("stop_reason")
+        shown = shown_token_count(generated)
+        derendered = await self._derender(generated, payload, prompt, shown, session, texts=isinstance(stop, str))
         if isinstance(stop, str):
             # The tokens run past the stop string, which vLLM cuts out of the text: derender up to it.
             cut = stop_string_cut(derendered, stop)
@@ -99,8 +103,10 @@ class ExactTokenPath:
             raise HttpError(502, f"vLLM at {upstream.shown_url(DERENDER_PATH)}: {exc}") from None
         return Completion(chat, upstream)
 
-    async def _derender(self, generated: JSON, payload: JSON, prompt: list[int], shown: int, session: Session) -> JSON:
-        request = derender_request(self.model, generated, payload, prompt, shown)
+    async def _derender(
+        self, generated: JSON, payload: JSON, prompt: list[int], shown: int, session: Session, texts: bool = False
+    ) -> JSON:
+        request = derender_request(self.model, generated, payload, prompt, shown, with_log_probs=texts)
         if request is None:
             return empty_derendered(generated, self.model)
         answer = await post_json(self.client, session, DERENDER_PATH, request)

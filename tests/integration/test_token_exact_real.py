@@ -186,6 +186,8 @@ async def test_greedy_generation_equals_a_direct_vllm_call(vllm_server: VllmServ
     # The second turn, generated straight from its spliced prompt.
     render = {"model": vllm_server.model_name, "messages": messages, **fields, "logprobs": True, "top_logprobs": 0}
     rendered = vllm_server.request("POST", "/v1/chat/completions/render", render).json()
+    # A first turn is one chat completion: its prompt is what render makes of the conversation.
+    assert rendered["token_ids"] == first.prompt_token_ids
     rendered["token_ids"] = second.prompt_token_ids
     generated = vllm_server.request("POST", "/inference/v1/generate", rendered).json()["choices"][0]
     assert generated["token_ids"] == second.generation_token_ids

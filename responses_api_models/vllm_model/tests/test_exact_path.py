@@ -49,14 +49,28 @@ async def post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> t
         return resp.status, await resp.json()
 
 
+async def second_turn_history(http: aiohttp.ClientSession, url: str) -> list[dict[str, Any]]:
+    """A Chat history whose last assistant turn carries token data (the first turn is one chat completion)."""
+    first = [{"role": "user", "content": "Hi"}]
+    status, answer = await post(http, url + "/v1/chat/completions", {"messages": first})
+    assert status == 200, answer
+    return [*first, answer["choices"][0]["message"], {"role": "user", "content": "More"}]
+
+
 async def test_auto_chooses_the_exact_path_when_the_endpoints_are_served() -> None:
     async with gym() as (vllm, server, url, http):
         assert isinstance(server.path, ExactTokenPath)
-        status, answer = await post(http, url + "/v1/responses", {"input": "Hi", "temperature": 0.5, "top_k": 3})
-    assert status == 200, answer
-    assert TokenTurn.of(answer["output"][-1]).generation_token_ids[-1] == EOS_ID
+        status, first = await post(http, url + "/v1/responses", {"input": "Hi", "temperature": 0.5, "top_k": 3})
+        assert status == 200, first
+        # The first turn has nothing to splice: one chat completion.
+        assert vllm.script.log.count("/v1/chat/completions") == 1 and turn_calls(vllm, GENERATE) == 0
+        history = [{"role": "user", "content": "Hi"}, *first["output"], {"role": "user", "content": "More"}]
+        status, second = await post(http, url + "/v1/responses", {"input": history})
+    assert status == 200, second
+    assert TokenTurn.of(first["output"][-1]).generation_token_ids[-1] == EOS_ID
     assert turn_calls(vllm, RENDER) == turn_calls(vllm, GENERATE) == turn_calls(vllm, DERENDER) == 1
-    assert vllm.script.log.count("/v1/chat/completions") == 0
+    assert vllm.script.log.count("/v1/chat/completions") == 1
+    assert broken_turns(response_turns([*first["output"], *second["output"]])) == []
 
 
 async def test_auto_falls_back_to_the_chat_path_with_one_warning(capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,7 +131,7 @@ async def test_a_responses_rollout_with_tool_calls_stays_token_exact() -> None:
 async def test_sampling_fields_and_overrides_reach_render_and_the_flags_win() -> None:
     overrides = {"logprobs": False, "top_k": 5}
     async with gym(sampling_overrides=overrides, extra_body={"min_p": 0.1}) as (vllm, _server, url, http):
-        body = {"messages": [{"role": "user", "content": "Hi"}], "temperature": 0.7, "top_p": 0.9, "stop": ["x"],
+        body = {"messages": await second_turn_history(http, url), "temperature": 0.7, "top_p": 0.9, "stop": ["x"],
                 "seed": 3, "repetition_penalty": 1.1, "max_tokens": 50}  # fmt: skip
         status, answer = await post(http, url + "/v1/chat/completions", body)
         render = vllm.script.log.last_body(RENDER)
@@ -133,17 +147,19 @@ async def test_sampling_fields_and_overrides_reach_render_and_the_flags_win() ->
 async def test_max_tokens_is_worked_out_again_for_the_spliced_prompt() -> None:
     async with gym(StandinScript(max_model_len=400)) as (vllm, _server, url, http):
         first = [{"role": "user", "content": "Hi"}]
-        status, answer = await post(http, url + "/v1/chat/completions", {"messages": first, "max_tokens": 390})
+        status, answer = await post(http, url + "/v1/chat/completions", {"messages": first})
         assert status == 200, answer
         message = answer["choices"][0]["message"]
         used = len(message["prompt_token_ids"])
-        assert vllm.script.log.last_body(GENERATE)["sampling_params"]["max_tokens"] == 400 - used < 390
-        # The next turn's prompt is the spliced one; its room is what max_tokens gets.
+        # The next turn's prompt is the spliced one; the room it leaves caps max_tokens, as vLLM caps it.
         history = [*first, message, {"role": "user", "content": "More"}]
-        status, answer = await post(http, url + "/v1/chat/completions", {"messages": history, "max_tokens": 10})
+        status, answer = await post(http, url + "/v1/chat/completions", {"messages": history, "max_tokens": 390})
         assert status == 200, answer
         spliced = answer["choices"][0]["message"]["prompt_token_ids"]
+        capped = vllm.script.log.last_body(GENERATE)["sampling_params"]["max_tokens"]
+        status, answer = await post(http, url + "/v1/chat/completions", {"messages": history, "max_tokens": 10})
         sent = vllm.script.log.last_body(GENERATE)
+    assert capped == 400 - len(spliced) < 390
     assert sent["token_ids"] == spliced and sent["sampling_params"]["max_tokens"] == 10
     assert (
         spliced[: used + len(message["generation_token_ids"])]
@@ -181,27 +197,32 @@ async def test_the_three_calls_of_a_turn_go_to_the_sessions_server() -> None:
         async with serve_in_background(server.app()) as url:
             for index in range(6):
                 async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-                    for _ in range(2):
-                        status, answer = await post(http, url + "/v1/responses", {"input": f"session {index}"})
+                    history: list[dict[str, Any]] = [{"role": "user", "content": f"session {index}"}]
+                    for _ in range(3):
+                        status, answer = await post(http, url + "/v1/responses", {"input": history})
                         assert status == 200, answer
+                        history += [*answer["output"], {"role": "user", "content": "More"}]
         for vllm in (a, b):
             ids = [[s for s in vllm.script.log.session_ids(path) if s] for path in (RENDER, GENERATE, DERENDER)]
             assert ids[0] == ids[1] == ids[2] and ids[0], "a turn's calls were split over servers"
+            # Each session's first turn (a chat completion) was on the same server as its later turns.
+            assert set(vllm.script.log.session_ids("/v1/chat/completions")) == set(ids[0])
         assert a.script.log.count(GENERATE) and b.script.log.count(GENERATE)
 
 
 async def test_upstream_failures_are_retried_and_reported_like_the_chat_path() -> None:
     script = StandinScript()
     async with gym(script, max_retries=1) as (_vllm, _server, url, http):
+        body = {"messages": await second_turn_history(http, url)}
         script.inject(HttpError(503))
-        status, answer = await post(http, url + "/v1/responses", {"input": "Hi"})
+        status, answer = await post(http, url + "/v1/chat/completions", body)
         assert status == 200, answer
         script.inject(HttpError(503), HttpError(503))
-        status, answer = await post(http, url + "/v1/responses", {"input": "Hi"})
+        status, answer = await post(http, url + "/v1/chat/completions", body)
         assert status == 502 and GENERATE in answer["error"]["message"]
         script.inject(DropConnection())
-        status, answer = await post(http, url + "/v1/responses", {"input": "Hi"})
+        status, answer = await post(http, url + "/v1/chat/completions", body)
         assert status == 200, answer
         script.inject(HttpError(400, "bad sampling"))
-        status, answer = await post(http, url + "/v1/responses", {"input": "Hi"})
+        status, answer = await post(http, url + "/v1/chat/completions", body)
         assert status == 400 and "bad sampling" in answer["error"]["message"]
