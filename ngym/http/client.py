@@ -9,10 +9,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
+
+from ngym.config.secrets import redact_url
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -85,16 +86,6 @@ class UpstreamError(Exception):
     def server_unreachable(self) -> bool:
         """The server did not take or finish the request at all (as opposed to answering slowly)."""
         return self.kind in (self.CONNECT, self.DROPPED)
-
-
-def redact_url(url: str) -> str:
-    """Drop user:password from a URL so it can be shown."""
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class HttpClient:

@@ -10,7 +10,7 @@ import itertools
 import zlib
 from dataclasses import dataclass
 
-from ngym.http.client import redact_url
+from ngym.config.secrets import redact_url
 
 UPSTREAM_COOKIE = "ngym_upstream"
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from ngym.http.client import UpstreamError, redact_url
+from ngym.config.secrets import redact_url
+from ngym.http.client import UpstreamError
 from ngym.protocol.token_endpoints import DERENDER_PATH, GENERATE_PATH, RENDER_PATH
 from ngym.servers.base import StartupError
 from ngym.upstream.client import UpstreamClient
