@@ -77,14 +77,18 @@ async def run_chat_conversation(
     fields, one set for all turns or one per turn."""
     conversation = Conversation(list(first))
     for turn in range(turns):
-        extra = fields[turn] if isinstance(fields, Sequence) else fields
-        body = {"messages": conversation.messages, **extra}
-        async with http.post(url + "/v1/chat/completions", json=body) as resp:
-            answer = await resp.json()
-            if resp.status != 200:
-                raise AssertionError(f"turn {turn + 1}: HTTP {resp.status}: {answer}")
+        answer = await _turn(http, url + "/v1/chat/completions", {"messages": conversation.messages}, fields, turn)
         conversation.add_answer(answer, follow_ups[turn % len(follow_ups)])
     return conversation
+
+
+async def _turn(http: aiohttp.ClientSession, url: str, body: JSON, fields: JSON | Sequence[JSON], turn: int) -> JSON:
+    extra = fields[turn] if isinstance(fields, Sequence) else fields
+    async with http.post(url, json={**body, **extra}) as resp:
+        answer: JSON = await resp.json()
+        if resp.status != 200:
+            raise AssertionError(f"turn {turn + 1}: HTTP {resp.status}: {answer}")
+    return answer
 
 
 async def run_responses_conversation(
@@ -99,11 +103,7 @@ async def run_responses_conversation(
     followed by a function_call_output for each call or a user message. Returns the whole history."""
     history = list(first)
     for turn in range(turns):
-        extra = fields[turn] if isinstance(fields, Sequence) else fields
-        async with http.post(url + "/v1/responses", json={"input": history, **extra}) as resp:
-            answer = await resp.json()
-            if resp.status != 200:
-                raise AssertionError(f"turn {turn + 1}: HTTP {resp.status}: {answer}")
+        answer = await _turn(http, url + "/v1/responses", {"input": history}, fields, turn)
         history += answer["output"]
         follow_up = follow_ups[turn % len(follow_ups)]
         calls = [item for item in answer["output"] if item["type"] == "function_call"]

@@ -43,25 +43,19 @@ def policy_server(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -
         yield server
 
 
+def policy_overrides(server: VllmServer) -> list[str]:
+    return [f"++policy_base_url={server.base_url}", "++policy_api_key=none", f"++policy_model_name={server.model_name}"]
+
+
 @pytest.fixture(scope="module")
 def policy_gym(policy_server: VllmServer) -> Iterator[GymProcess]:
-    overrides = [
-        f"++policy_base_url={policy_server.base_url}",
-        "++policy_api_key=none",
-        f"++policy_model_name={policy_server.model_name}",
-    ]
-    with GymProcess(ROOT, SEED_CONFIG_PATHS, overrides) as gym:
+    with GymProcess(ROOT, SEED_CONFIG_PATHS, policy_overrides(policy_server)) as gym:
         yield gym
 
 
 @pytest.fixture(scope="module")
 def training_gym(policy_server: VllmServer) -> Iterator[GymProcess]:
-    overrides = [
-        f"++policy_base_url={policy_server.base_url}",
-        "++policy_api_key=none",
-        f"++policy_model_name={policy_server.model_name}",
-    ]
-    with GymProcess(ROOT, TRAINING_CONFIG_PATHS, overrides) as gym:
+    with GymProcess(ROOT, TRAINING_CONFIG_PATHS, policy_overrides(policy_server)) as gym:
         yield gym
 
 
