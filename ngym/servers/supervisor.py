@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ STARTUP_TIMEOUT_KEY = "server_startup_timeout_s"
 DEFAULT_STARTUP_TIMEOUT = 180.0
 STOP_GRACE_SECONDS = 10.0
 TAIL_LINES = 40
+MAX_TAIL_LINE_CHARS = 4096  # of each line kept for the failure message; the whole line is printed
+READ_CHUNK_BYTES = 65536
+MAX_PENDING_BYTES = 1 << 20
 
 
 @dataclass
@@ -56,6 +60,23 @@ class ChildServer:
 
     def tail_text(self) -> str:
         return "\n".join(f"    | {line}" for line in self.tail) or "    | (no output)"
+
+
+async def pump_lines(stream: asyncio.StreamReader, show: Callable[[bytes], None]) -> None:
+    """Every line of `stream` until it ends, of any length (StreamReader.readline gives up past 64 KiB, and a
+    child whose output is not read blocks on its next write). A line longer than MAX_PENDING_BYTES is shown in
+    pieces of about that size."""
+    pending = b""
+    while chunk := await stream.read(READ_CHUNK_BYTES):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            show(line)
+        while len(pending) >= MAX_PENDING_BYTES:
+            show(pending[:MAX_PENDING_BYTES])
+            pending = pending[MAX_PENDING_BYTES:]
+    if pending:
+        show(pending)
 
 
 @dataclass
@@ -175,10 +196,13 @@ class Supervisor:
 
     async def _pump_output(self, child: ChildServer) -> None:
         assert child.process is not None and child.process.stdout is not None
-        while line := await child.process.stdout.readline():
+
+        def show(line: bytes) -> None:
             text = line.decode(errors="replace").rstrip()
-            child.tail.append(text)
+            child.tail.append(text[:MAX_TAIL_LINE_CHARS])
             self._print(f"[{child.spec.name}] {text}")
+
+        await pump_lines(child.process.stdout, show)
 
     async def _wait_ready(self) -> str | None:
         timeout = float(self.plan.config.get(STARTUP_TIMEOUT_KEY) or DEFAULT_STARTUP_TIMEOUT)
