@@ -193,6 +193,11 @@ class HttpClient:
                     result = HttpResult(resp.status, await resp.read(), resp.headers, url)
                 if result.status not in RETRYABLE_STATUSES or not _may_retry(policy, attempt, started):
                     return result
+            except aiohttp.ConnectionTimeoutError:
+                # A server that silently drops packets: unreachable, like a refused connection (not a slow answer).
+                if not policy.reconnect or not _may_retry(policy, attempt, started):
+                    reason = f"cannot connect: no answer to connecting within {self.timeouts.connect:g} s"
+                    raise UpstreamError(url, reason, UpstreamError.CONNECT) from None
             except TimeoutError:
                 limit = timeout if timeout is not None else self.timeouts.total
                 raise UpstreamError(
