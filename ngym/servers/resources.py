@@ -42,6 +42,8 @@ class Tool(Generic[BodyT]):
 
 
 RC = TypeVar("RC", bound=ResourcesServerConfig)
+# Routes of every resources server that are not tools: a model must never reach them by naming a tool so.
+CONTROL_ROUTES = frozenset({"seed_session", "verify", "health"})
 
 
 class ResourcesServer(Server[RC]):
@@ -63,7 +65,10 @@ class ResourcesServer(Server[RC]):
         routes = super().routes()
         routes.append(Route("/seed_session", self._seed_session, methods=["POST"]))
         routes.append(Route("/verify", self._verify, methods=["POST"]))
-        routes.extend(Route(f"/{tool.name}", self._tool_endpoint(tool), methods=["POST"]) for tool in self.tools())
+        for tool in self.tools():
+            if tool.name in CONTROL_ROUTES:
+                raise ValueError(f"a tool cannot be named {tool.name!r}: /{tool.name} is a resources server route")
+            routes.append(Route(f"/{tool.name}", self._tool_endpoint(tool), methods=["POST"]))
         return routes
 
     async def _seed_session(self, request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -12,6 +13,10 @@ from ngym.http.client import HttpClient, HttpResult, RetryPolicy, Timeouts, Upst
 from ngym.http.cookies import CookieStore
 from ngym.servers.agent import Agent, AgentConfig
 from ngym.servers.base import ServerReference
+from ngym.servers.resources import CONTROL_ROUTES
+
+# OpenAI's rule for function names; it also keeps a name a single path segment.
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class SimpleAgentConfig(AgentConfig):
@@ -43,6 +48,7 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
 
     async def respond(self, params: dict[str, Any], cookies: CookieStore) -> dict[str, Any]:
         history = _as_items(params.get("input", []))
+        tools = callable_tools(params.get("tools"))
         produced: list[dict[str, Any]] = []
         response: dict[str, Any] = {}
         steps = 0
@@ -55,7 +61,7 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
             if not calls or response.get("status") == "incomplete":
                 break
             for call in calls:
-                produced.append(await self._run_tool(call, cookies))
+                produced.append(await self._run_tool(call, tools, cookies))
         return {**response, "output": produced}
 
     async def run(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -78,8 +84,12 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
             raise AgentFailure(f"model server at {self.model_url} answered with a non-object")
         return body
 
-    async def _run_tool(self, call: dict[str, Any], cookies: CookieStore) -> dict[str, Any]:
+    async def _run_tool(self, call: dict[str, Any], tools: frozenset[str], cookies: CookieStore) -> dict[str, Any]:
         name, call_id = str(call.get("name")), call.get("call_id")
+        if name not in tools:
+            # The model chose the name: only the request's own tools reach the resources server.
+            offered = ", ".join(sorted(tools)) or "none"
+            return _tool_output(call_id, {"error": f"{name!r} is not a tool of this request (its tools: {offered})"})
         try:
             arguments = orjson.loads(call.get("arguments") or "{}")
         except orjson.JSONDecodeError as exc:
@@ -99,6 +109,20 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
             raise AgentFailure(f"{path} on {exc.url}: {exc.reason}") from None
         cookies.update(base, result)
         return result
+
+
+def callable_tools(tools: Any) -> frozenset[str]:
+    """The function tools a request declares (Responses' flat shape, or Chat's), that can be a route name and
+    are not a resources server's control route."""
+    names = set()
+    for tool in tools if isinstance(tools, list) else []:
+        if not isinstance(tool, dict):
+            continue
+        function = tool.get("function")
+        name = function.get("name") if isinstance(function, dict) else tool.get("name")
+        if isinstance(name, str) and TOOL_NAME.fullmatch(name) and name not in CONTROL_ROUTES:
+            names.add(name)
+    return frozenset(names)
 
 
 def _as_items(value: Any) -> list[dict[str, Any]]:

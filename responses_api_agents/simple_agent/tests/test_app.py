@@ -192,8 +192,13 @@ async def test_malformed_tool_arguments_become_an_error_output_for_the_model(
 
 @pytest.mark.parametrize(
     ("tool_name", "arguments", "expected"),
-    [("get_weather", {"town": "SF"}, "city"), ("get_forecast", {"city": "SF"}, "Not Found")],
-    ids=["bad-arguments-422", "unknown-tool-404"],
+    [
+        ("get_weather", {"town": "SF"}, "city"),
+        ("get_forecast", {"city": "SF"}, "'get_forecast' is not a tool of this request (its tools: get_weather)"),
+        ("verify", {"city": "SF"}, "'verify' is not a tool of this request"),
+        ("seed_session", {}, "'seed_session' is not a tool of this request"),
+    ],
+    ids=["bad-arguments-422", "undeclared-tool", "control-route-verify", "control-route-seed_session"],
 )
 async def test_a_tool_error_body_goes_back_to_the_model(
     stack: Stack, tool_name: str, arguments: dict[str, Any], expected: str
@@ -206,6 +211,8 @@ async def test_a_tool_error_body_goes_back_to_the_model(
     assert call["name"] == tool_name and expected in output["output"]
     assert final["type"] == "message" and body["reward"] == 0.0
     assert tool_message_contents(stack.vllm.log.last_body()) == [output["output"]]
+    if tool_name != "get_weather":  # never sent: the resources server saw its own seed and verify only
+        assert [name for name, _ in stack.weather.calls] == ["seed_session", "verify"]
 
 
 async def test_max_steps_stops_the_loop(stack: Stack) -> None:
