@@ -26,6 +26,7 @@ from ngym.rollouts.collect import CollectPlan, collect
 from ngym.servers.head import fetch_from_head, wait_until_ready
 
 EXIT_SOME_FAILED = 3
+EXIT_INCOMPLETE = 4  # stopped (Ctrl-C, SIGTERM) before every rollout ran: run the same command again to finish
 
 
 class HeadServerArgs(BaseModel):
@@ -96,7 +97,9 @@ def run(args: list[str]) -> int:
     summary = uvloop.run(collect(plan, sys.stderr))
     print(summary.table(summary.wall_seconds))
     print(f"output: {plan.output_path}")
-    return EXIT_SOME_FAILED if summary.failed else 0
+    if summary.failed:
+        return EXIT_SOME_FAILED
+    return EXIT_INCOMPLETE if summary.missing else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ngym.config.secrets import redact_url
+from ngym.config.secrets import redact_text, redact_url
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -75,6 +75,7 @@ class UpstreamError(Exception):
     CONNECT = "connect"
     DROPPED = "dropped"
     TIMEOUT = "timeout"
+    BAD_ANSWER = "bad_answer"
 
     def __init__(self, url: str, reason: str, kind: str):
         self.url = redact_url(url)
@@ -208,11 +209,23 @@ class HttpClient:
                     errno = exc.os_error.errno
                     reason = f"cannot connect: {os.strerror(errno) if errno else exc.os_error}"
                     raise UpstreamError(url, reason, UpstreamError.CONNECT) from None
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                # ClientConnectionError: resets (ClientConnectionResetError) and other broken connections too.
                 if not policy.reconnect or not _may_retry(policy, attempt, started):
                     reason = f"connection dropped: {type(exc).__name__}"
                     raise UpstreamError(url, reason, UpstreamError.DROPPED) from None
+            except aiohttp.ClientError as exc:
+                # An answer that is not HTTP aiohttp can read (e.g. a broken header): the server answered, badly.
+                reason = f"unreadable answer: {type(exc).__name__}: {_error_text(exc)}"
+                raise UpstreamError(url, reason, UpstreamError.BAD_ANSWER) from None
             await asyncio.sleep(policy.delay(attempt))
+
+
+def _error_text(exc: aiohttp.ClientError) -> str:
+    """An aiohttp error's own words, without the URL it may repeat (with its password) and at most one line."""
+    message = getattr(exc, "message", None)
+    text = str(message if isinstance(message, str) and message else exc)
+    return redact_text(text.strip().splitlines()[0] if text.strip() else type(exc).__name__)[:300]
 
 
 def _may_retry(policy: RetryPolicy, attempt: int, started: float) -> bool:

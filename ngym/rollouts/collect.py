@@ -86,11 +86,12 @@ async def collect(plan: CollectPlan, log: TextIO) -> Summary:
         nonlocal failure_writer
         try:
             row = await _run_rollout(http, plan.agent_url, task)
-        except RolloutFailed as exc:
+        except Exception as exc:  # every rollout ends counted: finished, or failed with its reason
+            error = str(exc) if isinstance(exc, RolloutFailed) else f"ng_collect_rollouts: {type(exc).__name__}: {exc}"
             summary.failed += 1
             if failure_writer is None:
                 failure_writer = JsonlAppender(failures)
-            failure_writer.write({META_KEY: _meta(task), "error": str(exc)})
+            failure_writer.write({META_KEY: _meta(task), "error": error})
         else:
             writer.write(row)
             summary.add(row)

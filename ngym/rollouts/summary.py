@@ -43,6 +43,11 @@ class Summary:
         return sorted(self.fields.items(), key=lambda kv: (kv[0] != "reward", kv[0]))
 
     @property
+    def missing(self) -> int:
+        """Rollouts neither finished nor failed: not run (a stop), never lost."""
+        return self.expected - self.already_done - self.finished - self.failed
+
+    @property
     def mean_reward(self) -> float | None:
         stats = self.fields.get("reward")
         return stats.mean if stats and stats.count else None
@@ -53,7 +58,7 @@ class Summary:
             "already_done": self.already_done,
             "finished": self.finished,
             "failed": self.failed,
-            "missing": self.expected - self.already_done - self.finished - self.failed,
+            "missing": self.missing,
             "wall_seconds": round(wall_seconds, 3),
             "rollouts_per_second": round(self.finished / wall_seconds, 3) if wall_seconds > 0 else None,
             "fields": {

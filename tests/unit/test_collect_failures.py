@@ -1,0 +1,51 @@
+"""ng_collect_rollouts counts every rollout: an agent answer aiohttp cannot read used to escape as
+ClientResponseError, ending the run with finished 0, failed 0, missing 3 and exit status 0."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ngym.rollouts.collect import CollectPlan, collect
+from ngym.rollouts.output import failures_path
+
+ROW = {"responses_create_params": {"input": "hi"}}
+
+
+async def broken_header(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(65536)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}")
+    await writer.drain()
+    writer.close()
+
+
+async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(65536)
+    writer.transport.abort()  # RST instead of an answer
+
+
+@pytest.fixture
+async def agent(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    server = await asyncio.start_server(request.param, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+def plan(tmp_path: Path, agent_url: str) -> CollectPlan:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_bytes(b"\n".join(orjson.dumps(ROW) for _ in range(3)) + b"\n")
+    return CollectPlan(agent_url, tasks, tmp_path / "out.jsonl", None, 1, 2, None, False, 30.0, 2)
+
+
+@pytest.mark.parametrize("agent", [broken_header, reset], indirect=True, ids=["unreadable-answer", "reset"])
+async def test_an_agent_answer_that_cannot_be_read_is_a_counted_failure(agent: str, tmp_path: Path) -> None:
+    summary = await collect(plan(tmp_path, agent), io.StringIO())
+    assert (summary.finished, summary.failed, summary.missing) == (0, 3, 0)
+    failures = [orjson.loads(line) for line in failures_path(tmp_path / "out.jsonl").read_bytes().splitlines()]
+    assert len(failures) == 3
+    assert all(("unreadable answer" in f["error"]) or ("connection dropped" in f["error"]) for f in failures)
