@@ -45,7 +45,7 @@ class RolloutFailed(Exception):
     pass
 
 
-async def collect(plan: CollectPlan, log: TextIO) -> Summary:
+async def collect(plan: CollectPlan, log: TextIO, stop: asyncio.Event | None = None) -> Summary:
     rows = check_input(plan.input_path, plan.limit)
     summary = Summary(expected=rows * plan.num_repeats)
     output = plan.output_path
@@ -63,7 +63,7 @@ async def collect(plan: CollectPlan, log: TextIO) -> Summary:
     failures = failures_path(output)
     failures.unlink(missing_ok=True)  # earlier failures are retried now
     failure_writer: JsonlAppender | None = None
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()  # set by SIGINT/SIGTERM, or by the caller
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -100,17 +100,15 @@ async def collect(plan: CollectPlan, log: TextIO) -> Summary:
 
     try:
         async with http:
+            stopper = asyncio.create_task(stop.wait())
             for task in iter_tasks(plan.input_path, plan.limit, plan.num_repeats, plan.responses_create_params):
                 if task.key in done:
                     continue
-                await slots.acquire()
-                if stop.is_set():
-                    slots.release()
+                if not await _free_slot(slots, stopper):
                     break
                 job = asyncio.create_task(run_one(task))
                 running.add(job)
                 job.add_done_callback(finished)
-            stopper = asyncio.create_task(stop.wait())
             while running and not stop.is_set():
                 await asyncio.wait([stopper, *running], return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
@@ -131,6 +129,26 @@ async def collect(plan: CollectPlan, log: TextIO) -> Summary:
         )
     summary.wall_seconds = wall
     return summary
+
+
+async def _free_slot(slots: asyncio.Semaphore, stopper: asyncio.Task[Any]) -> bool:
+    """Wait for a free slot, or for a stop (seen at once, not when some rollout finishes): True for a slot."""
+    if stopper.done():
+        return False
+    if slots.locked():
+        acquire = asyncio.ensure_future(slots.acquire())
+        await asyncio.wait([acquire, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if not acquire.done():
+            acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquire
+            return False
+    else:
+        await slots.acquire()
+    if stopper.done():
+        slots.release()
+        return False
+    return True
 
 
 async def _run_rollout(http: HttpClient, agent_url: str, task: Task) -> dict[str, Any]:

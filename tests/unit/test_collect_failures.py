@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -49,3 +50,22 @@ async def test_an_agent_answer_that_cannot_be_read_is_a_counted_failure(agent: s
     failures = [orjson.loads(line) for line in failures_path(tmp_path / "out.jsonl").read_bytes().splitlines()]
     assert len(failures) == 3
     assert all(("unreadable answer" in f["error"]) or ("connection dropped" in f["error"]) for f in failures)
+
+
+async def test_a_stop_while_waiting_for_a_free_slot_is_seen_at_once(tmp_path: Path) -> None:
+    """One slot, its rollout never answered: the stop used to wait for that rollout (up to rollout_timeout_s)."""
+    arrived = asyncio.Event()
+
+    async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        arrived.set()
+        await asyncio.sleep(3600)
+
+    server = await asyncio.start_server(never_answers, "127.0.0.1", 0)
+    async with server:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        stop = asyncio.Event()
+        run = asyncio.create_task(collect(replace(plan(tmp_path, url), num_samples_in_parallel=1), io.StringIO(), stop))
+        await asyncio.wait_for(arrived.wait(), timeout=60)
+        stop.set()
+        summary = await asyncio.wait_for(run, timeout=60)  # a hang guard, not a timing assertion
+    assert (summary.finished, summary.failed, summary.missing) == (0, 0, 3)
