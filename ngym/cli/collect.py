@@ -48,6 +48,7 @@ class CollectArgs(BaseModel):
     overwrite: bool = False
     rollout_timeout_s: float = Field(default=3600.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    max_consecutive_failures: int = Field(default=25, ge=1)
     ready_timeout_s: float = Field(default=600.0, gt=0)
     head_server: HeadServerArgs = HeadServerArgs()
 
@@ -93,6 +94,7 @@ def run(args: list[str]) -> int:
         overwrite=parsed.overwrite,
         rollout_timeout_s=parsed.rollout_timeout_s,
         max_attempts=parsed.max_attempts,
+        max_consecutive_failures=parsed.max_consecutive_failures,
     )
     summary = uvloop.run(collect(plan, sys.stderr))
     print(summary.table(summary.wall_seconds))

@@ -22,24 +22,36 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 class HttpError(Exception):
     """An error answer in the OpenAI error shape: {"error": {"message", "type", "param", "code"}}."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, error_type: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        error_type: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.error_type = error_type or ("invalid_request_error" if status < 500 else "server_error")
+        self.code = code
 
     def to_response(self) -> Response:
-        return error_response(self.status, self.message, param=self.param, error_type=self.error_type)
+        return error_response(self.status, self.message, param=self.param, error_type=self.error_type, code=self.code)
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(content), status_code=status, headers=headers, media_type="application/json")
 
 
-def error_response(status: int, message: str, *, param: str | None = None, error_type: str | None = None) -> Response:
+def error_response(
+    status: int, message: str, *, param: str | None = None, error_type: str | None = None, code: str | None = None
+) -> Response:
+    """The OpenAI error shape; `code` is the status unless a more precise code (e.g. a failure class) is given."""
     kind = error_type or ("invalid_request_error" if status < 500 else "server_error")
-    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code if code is not None else status}}
     return json_response(body, status=status)
 
 

@@ -15,6 +15,13 @@ from tqdm import tqdm
 
 from ngym.gc_tuning import tune_garbage_collector
 from ngym.http.client import HttpClient, RetryPolicy, Timeouts, UpstreamError
+from ngym.rollouts.failures import (
+    AGENT,
+    ConsecutiveFailures,
+    RolloutFailed,
+    from_agent_answer,
+    from_upstream_error,
+)
 from ngym.rollouts.output import (
     META_KEY,
     JsonlAppender,
@@ -39,10 +46,7 @@ class CollectPlan:
     overwrite: bool
     rollout_timeout_s: float
     max_attempts: int
-
-
-class RolloutFailed(Exception):
-    pass
+    max_consecutive_failures: int = 25
 
 
 async def collect(plan: CollectPlan, log: TextIO, stop: asyncio.Event | None = None) -> Summary:
@@ -82,19 +86,29 @@ async def collect(plan: CollectPlan, log: TextIO, stop: asyncio.Event | None = N
         running.discard(job)
         slots.release()
 
+    in_a_row = ConsecutiveFailures(plan.max_consecutive_failures)
+
     async def run_one(task: Task) -> None:
         nonlocal failure_writer
         try:
             row = await _run_rollout(http, plan.agent_url, task)
-        except Exception as exc:  # every rollout ends counted: finished, or failed with its reason
-            error = str(exc) if isinstance(exc, RolloutFailed) else f"ng_collect_rollouts: {type(exc).__name__}: {exc}"
-            summary.failed += 1
+        except Exception as exc:  # every rollout ends counted: finished, or failed with its class and reason
+            failure = (
+                exc
+                if isinstance(exc, RolloutFailed)
+                else RolloutFailed(AGENT, f"ng_collect_rollouts: {type(exc).__name__}: {exc}")
+            )
+            summary.add_failure(failure.failure_class)
             if failure_writer is None:
                 failure_writer = JsonlAppender(failures)
-            failure_writer.write({META_KEY: _meta(task), "error": error})
+            failure_writer.write({META_KEY: _meta(task), **failure.record()})
+            if in_a_row.failed(failure) and not stop.is_set():
+                print(f"\n{in_a_row.message()}", file=log)
+                stop.set()
         else:
             writer.write(row)
             summary.add(row)
+            in_a_row.finished()
         progress.update(1)
         progress.set_postfix(_postfix(summary), refresh=False)
 
@@ -155,15 +169,15 @@ async def _run_rollout(http: HttpClient, agent_url: str, task: Task) -> dict[str
     try:
         result = await http.post_json(agent_url + "/run", task.row)
     except UpstreamError as exc:
-        raise RolloutFailed(f"agent {exc.url}: {exc.reason}") from None
+        raise from_upstream_error(exc) from None
     if not result.ok:
-        raise RolloutFailed(f"agent /run answered HTTP {result.status}: {result.body[:1000].decode(errors='replace')}")
+        raise from_agent_answer(result)
     try:
         body = orjson.loads(result.body)
     except orjson.JSONDecodeError:
-        raise RolloutFailed("agent /run answered with invalid JSON") from None
+        raise RolloutFailed(AGENT, "agent /run answered with invalid JSON", result.status) from None
     if not isinstance(body, dict) or not isinstance(body.get("reward"), int | float):
-        raise RolloutFailed("agent /run answered without a numeric 'reward'")
+        raise RolloutFailed(AGENT, "agent /run answered without a numeric 'reward'", result.status)
     return {**body, META_KEY: _meta(task)}
 
 

@@ -30,6 +30,7 @@ class Summary:
     already_done: int = 0
     finished: int = 0
     failed: int = 0
+    failed_by_class: dict[str, int] = field(default_factory=dict)
     fields: dict[str, FieldStats] = field(default_factory=dict)
     wall_seconds: float = 0.0
 
@@ -38,6 +39,10 @@ class Summary:
         for key, value in row.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 self.fields.setdefault(key, FieldStats()).add(float(value))
+
+    def add_failure(self, failure_class: str) -> None:
+        self.failed += 1
+        self.failed_by_class[failure_class] = self.failed_by_class.get(failure_class, 0) + 1
 
     def ordered_fields(self) -> list[tuple[str, FieldStats]]:
         return sorted(self.fields.items(), key=lambda kv: (kv[0] != "reward", kv[0]))
@@ -58,6 +63,7 @@ class Summary:
             "already_done": self.already_done,
             "finished": self.finished,
             "failed": self.failed,
+            "failed_by_class": dict(sorted(self.failed_by_class.items())),
             "missing": self.missing,
             "wall_seconds": round(wall_seconds, 3),
             "rollouts_per_second": round(self.finished / wall_seconds, 3) if wall_seconds > 0 else None,
@@ -67,12 +73,17 @@ class Summary:
             },
         }
 
+    def _classes(self) -> str:
+        if not self.failed_by_class:
+            return ""
+        return " (" + ", ".join(f"{name} {count}" for name, count in sorted(self.failed_by_class.items())) + ")"
+
     def table(self, wall_seconds: float) -> str:
         data = self.as_dict(wall_seconds)
         lines = [
             f"rollouts: expected {self.expected}, finished {self.finished}"
             + (f" (+{self.already_done} from earlier runs)" if self.already_done else "")
-            + f", failed {self.failed}, missing {data['missing']}",
+            + f", failed {self.failed}{self._classes()}, missing {data['missing']}",
             f"wall time {wall_seconds:.1f} s, {data['rollouts_per_second'] or 0:.2f} rollouts/s",
         ]
         if self.fields:

@@ -9,8 +9,9 @@ import orjson
 from pydantic import Field
 
 from ngym.http.app import HttpError
-from ngym.http.client import HttpClient, HttpResult, RetryPolicy, Timeouts, UpstreamError
+from ngym.http.client import NO_RETRY, HttpClient, HttpResult, Timeouts, UpstreamError
 from ngym.http.cookies import CookieStore
+from ngym.rollouts.failures import AGENT, MODEL, TOOL, VERIFY
 from ngym.servers.agent import Agent, AgentConfig
 from ngym.servers.base import ServerReference
 from ngym.servers.resources import CONTROL_ROUTES
@@ -27,10 +28,11 @@ class SimpleAgentConfig(AgentConfig):
 
 
 class AgentFailure(HttpError):
-    """The rollout cannot go on (a server failed); never to be scored as a reward."""
+    """The rollout cannot go on (a server failed); never to be scored as a reward. `failure_class` (error.code)
+    says which part failed: model, tool (seed_session too), verify or agent."""
 
-    def __init__(self, message: str):
-        super().__init__(502, message, error_type="rollout_failed")
+    def __init__(self, message: str, failure_class: str = AGENT):
+        super().__init__(502, message, error_type="rollout_failed", code=failure_class)
 
 
 class SimpleAgent(Agent[SimpleAgentConfig]):
@@ -38,9 +40,9 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
 
     @classmethod
     def http_client(cls, config: SimpleAgentConfig) -> HttpClient:
-        # The model server already retried vLLM; here one more try covers a dropped connection, and the
-        # collector retries whole rollouts, so retries never multiply out of bounds.
-        return HttpClient(timeouts=Timeouts(total=config.request_timeout_s), retry=RetryPolicy(max_attempts=2))
+        # No retries here: the model server retries vLLM, tool calls and /seed_session may change the
+        # environment, and ng_collect_rollouts retries whole rollouts. One budget per layer.
+        return HttpClient(timeouts=Timeouts(total=config.request_timeout_s), retry=NO_RETRY)
 
     async def startup(self) -> None:
         self.model_url = self.directory.url(self.config.model_server.as_ref())
@@ -66,22 +68,22 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
 
     async def run(self, row: dict[str, Any]) -> dict[str, Any]:
         cookies = CookieStore()
-        seed = await self._post(self.resources_url, "/seed_session", row, cookies)
-        _raise_unless_ok(seed, "resources server /seed_session")
+        seed = await self._post(self.resources_url, "/seed_session", row, cookies, TOOL)
+        _raise_unless_ok(seed, "resources server /seed_session", TOOL)
         response = await self.respond(row["responses_create_params"], cookies)
-        verified = await self._post(self.resources_url, "/verify", {**row, "response": response}, cookies)
-        _raise_unless_ok(verified, "resources server /verify")
+        verified = await self._post(self.resources_url, "/verify", {**row, "response": response}, cookies, VERIFY)
+        _raise_unless_ok(verified, "resources server /verify", VERIFY)
         body = verified.json()
         if not isinstance(body, dict) or "reward" not in body:
-            raise AgentFailure(f"resources server /verify at {self.resources_url} answered without a reward")
+            raise AgentFailure(f"resources server /verify at {self.resources_url} answered without a reward", VERIFY)
         return body
 
     async def _call_model(self, params: dict[str, Any], cookies: CookieStore) -> dict[str, Any]:
-        result = await self._post(self.model_url, "/v1/responses", params, cookies)
-        _raise_unless_ok(result, "model server /v1/responses")
+        result = await self._post(self.model_url, "/v1/responses", params, cookies, MODEL)
+        _raise_unless_ok(result, "model server /v1/responses", MODEL)
         body = result.json()
         if not isinstance(body, dict):
-            raise AgentFailure(f"model server at {self.model_url} answered with a non-object")
+            raise AgentFailure(f"model server at {self.model_url} answered with a non-object", MODEL)
         return body
 
     async def _run_tool(self, call: dict[str, Any], tools: frozenset[str], cookies: CookieStore) -> dict[str, Any]:
@@ -96,17 +98,17 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
             return _tool_output(call_id, {"error": f"the arguments of {name} are not valid JSON: {exc}"})
         if not isinstance(arguments, dict):
             return _tool_output(call_id, {"error": f"the arguments of {name} must be a JSON object"})
-        result = await self._post(self.resources_url, f"/{name}", arguments, cookies)
+        result = await self._post(self.resources_url, f"/{name}", arguments, cookies, TOOL)
         if result.status >= 500:
-            raise AgentFailure(f"tool {name} on {self.resources_url} failed with HTTP {result.status}")
+            raise AgentFailure(f"tool {name} on {self.resources_url} failed with HTTP {result.status}", TOOL)
         # A tool's 4xx (unknown tool, bad arguments) is the model's mistake: it sees the error body.
         return {"type": "function_call_output", "call_id": call_id, "output": result.body.decode()}
 
-    async def _post(self, base: str, path: str, payload: Any, cookies: CookieStore) -> HttpResult:
+    async def _post(self, base: str, path: str, payload: Any, cookies: CookieStore, failure_class: str) -> HttpResult:
         try:
             result = await self.http.post_json(base + path, payload, cookies.header(base))
         except UpstreamError as exc:
-            raise AgentFailure(f"{path} on {exc.url}: {exc.reason}") from None
+            raise AgentFailure(f"{path} on {exc.url}: {exc.reason}", failure_class) from None
         cookies.update(base, result)
         return result
 
@@ -128,6 +130,8 @@ def callable_tools(tools: Any) -> frozenset[str]:
 def _as_items(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
+    if not isinstance(value, list):
+        raise HttpError(422, f"must be a string or a list of input items, not {type(value).__name__}", param="input")
     return list(value)
 
 
@@ -135,8 +139,22 @@ def _tool_output(call_id: Any, body: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function_call_output", "call_id": call_id, "output": orjson.dumps(body).decode()}
 
 
-def _raise_unless_ok(result: HttpResult, what: str) -> None:
-    if not result.ok:
-        raise AgentFailure(
-            f"{what} at {result.url} answered HTTP {result.status}: {result.body[:500].decode(errors='replace')}"
-        )
+def _raise_unless_ok(result: HttpResult, what: str, failure_class: str) -> None:
+    if result.ok:
+        return
+    said = _error_message(result.body)
+    if 400 <= result.status < 500 and result.status not in (408, 429):
+        # The caller's request (the task row) was refused: pass the 4xx on, saying who refused it.
+        raise HttpError(result.status, f"{what} at {result.url} rejected the task (HTTP {result.status}): {said}")
+    raise AgentFailure(f"{what} at {result.url} answered HTTP {result.status}: {said}", failure_class)
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:500].decode(errors="replace")
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])[:1000]
+    return body[:500].decode(errors="replace")

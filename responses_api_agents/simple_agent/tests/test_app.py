@@ -278,3 +278,22 @@ async def test_concurrent_runs_keep_their_own_session_cookies(stack: Stack) -> N
     for name, session_id in stack.weather.calls:
         sessions.setdefault(session_id, []).append(name)
     assert sorted(map(sorted, sessions.values())) == [["get_weather", "seed_session", "verify"]] * 2
+
+
+@pytest.mark.parametrize(
+    ("bad_input", "message"),
+    [
+        (5, "must be a string or a list of input items, not int"),
+        ([{"role": "wizard", "content": "hi"}], "model server /v1/responses at"),
+    ],
+    ids=["input-is-a-number", "input-the-model-server-rejects"],
+)
+async def test_a_task_the_servers_reject_is_a_4xx_not_a_rollout_failure(
+    stack: Stack, bad_input: Any, message: str
+) -> None:
+    row = {**SF_ROW, "responses_create_params": {**SF_ROW["responses_create_params"], "input": bad_input}}
+    status, body = await post(stack.agent_url + "/run", row)
+    assert status == 422, body
+    assert message in body["error"]["message"] and body["error"]["type"] == "invalid_request_error"
+    if isinstance(bad_input, list):
+        assert "rejected the task (HTTP 422)" in body["error"]["message"] and "role" in body["error"]["message"]

@@ -1,0 +1,90 @@
+"""Why a rollout failed, in classes a user can act on, and when to stop because nothing can succeed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ngym.http.client import HttpResult, UpstreamError
+
+INVALID_TASK = "invalid_task"  # the task row itself is wrong: fix the data; never retried
+MODEL = "model"  # the model server or vLLM
+TOOL = "tool"  # the resources server's tools or seed_session
+VERIFY = "verify"  # the resources server's verifier
+TIMEOUT = "timeout"  # no answer within the rollout's time
+AGENT = "agent"  # the agent itself, or an answer nobody could read
+CLASSES = (INVALID_TASK, MODEL, TOOL, VERIFY, TIMEOUT, AGENT)
+# Statuses that are not the caller's mistake although they are 4xx.
+_NOT_THE_TASK = frozenset({408, 429})
+
+
+class RolloutFailed(Exception):
+    def __init__(self, failure_class: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.failure_class = failure_class
+        self.message = message
+        self.status = status
+
+    def record(self) -> dict[str, Any]:
+        return {"class": self.failure_class, "status": self.status, "error": self.message}
+
+
+def from_upstream_error(exc: UpstreamError) -> RolloutFailed:
+    failure_class = TIMEOUT if exc.kind == UpstreamError.TIMEOUT else AGENT
+    return RolloutFailed(failure_class, f"agent {exc.url}: {exc.reason}")
+
+
+def from_agent_answer(result: HttpResult) -> RolloutFailed:
+    """The class of a failed /run answer: a 4xx is the task's fault; a 5xx names its class in `error.code`."""
+    error = _error_object(result.body)
+    message = str(error.get("message") or result.body[:1000].decode(errors="replace"))
+    if 400 <= result.status < 500 and result.status not in _NOT_THE_TASK:
+        return RolloutFailed(INVALID_TASK, message, result.status)
+    code = error.get("code")
+    failure_class = code if isinstance(code, str) and code in CLASSES and code != INVALID_TASK else AGENT
+    if result.status == 504 and failure_class == AGENT:
+        failure_class = TIMEOUT
+    return RolloutFailed(failure_class, message, result.status)
+
+
+def _error_object(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+@dataclass
+class ConsecutiveFailures:
+    """Infrastructure failures in a row (an invalid task or a finished rollout breaks the run): at `limit`, the
+    collection stops instead of burning the rest of the dataset into failures."""
+
+    limit: int
+    count: int = 0
+    last: RolloutFailed | None = None
+
+    def finished(self) -> None:
+        self.count = 0
+
+    def failed(self, failure: RolloutFailed) -> bool:
+        """True when this failure reaches the limit."""
+        if failure.failure_class == INVALID_TASK:
+            self.count = 0
+            return False
+        self.count += 1
+        self.last = failure
+        return self.count >= self.limit
+
+    def message(self) -> str:
+        last = self.last
+        assert last is not None
+        status = f" (HTTP {last.status})" if last.status is not None else ""
+        return (
+            f"ng_collect_rollouts: stopping: {self.count} rollouts in a row failed; the last one: "
+            f"{last.failure_class}{status}: {last.message}. Finished rollouts are kept; fix the cause and run the "
+            "same command again to do the rest."
+        )
