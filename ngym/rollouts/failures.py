@@ -40,6 +40,9 @@ def from_agent_answer(result: HttpResult) -> RolloutFailed:
     """The class of a failed /run answer: a 4xx is the task's fault; a 5xx names its class in `error.code`."""
     error = _error_object(result.body)
     message = str(error.get("message") or result.body[:1000].decode(errors="replace"))
+    param = error.get("param")
+    if isinstance(param, str) and param and not message.startswith(param):
+        message = f"{param}: {message}"
     if 400 <= result.status < 500 and result.status not in _NOT_THE_TASK:
         return RolloutFailed(INVALID_TASK, message, result.status)
     code = error.get("code")
