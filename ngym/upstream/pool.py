@@ -29,10 +29,6 @@ class Upstream:
         return redact_url(self.base_url)
 
     @property
-    def chat_url(self) -> str:
-        return self.base_url + "/chat/completions"
-
-    @property
     def models_url(self) -> str:
         return self.base_url + "/models"
 

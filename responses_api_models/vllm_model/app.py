@@ -31,7 +31,7 @@ from ngym.servers.base import ServerConfig, ServerContext, StartupError
 from ngym.servers.model import ModelServer
 from ngym.upstream.client import SESSION_HEADER, UpstreamClient
 from ngym.upstream.pool import UPSTREAM_COOKIE, Session, Upstream, UpstreamPool, parse_session_cookie
-from responses_api_models.vllm_model.exact_path import ExactTokenPath
+from responses_api_models.vllm_model.exact_path import ExactTokenPath, template_settings
 from responses_api_models.vllm_model.paths import ChatPath, Completion, CompletionPath
 from responses_api_models.vllm_model.startup_checks import (
     SCALE_OUT_FLAG,
@@ -115,7 +115,8 @@ class VllmModel(ModelServer[VllmModelConfig]):
             replace_developer_role_with_system=config.replace_developer_role_with_system,
             return_token_id_information=config.return_token_id_information,
         )
-        self.path: CompletionPath = ChatPath(self.client, config.model, config.return_token_id_information)
+        self.chat_path = ChatPath(self.client, config.model, config.return_token_id_information)
+        self.path: CompletionPath = self.chat_path
 
     @property
     def pool(self) -> UpstreamPool:
@@ -150,11 +151,11 @@ class VllmModel(ModelServer[VllmModelConfig]):
         path: ExactTokenPath | None = None
         if not problems:
             lengths = {u.index: length for u, length in zip(upstreams, max_model_lens, strict=True) if length}
-            path = ExactTokenPath(self.client, self.config.model, lengths)
+            path = ExactTokenPath(self.client, self.config.model, lengths, first_turns=self.chat_path)
+            settings = template_settings({"chat_template_kwargs": self.config.chat_template_kwargs})
             try:
                 for upstream in upstreams:
-                    settings = {"chat_template_kwargs": self.config.chat_template_kwargs}
-                    await path.template(upstream, settings if self.config.chat_template_kwargs else {})
+                    await path.template(upstream, settings)
             except HttpError as exc:
                 problems.append(exc.message)
                 path = None

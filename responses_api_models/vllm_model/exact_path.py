@@ -40,6 +40,7 @@ from ngym.protocol.tokens import TokenDataError
 from ngym.upstream.client import UpstreamClient
 from ngym.upstream.pool import Session, Upstream
 from responses_api_models.vllm_model.paths import ChatPath, Completion, answer_json, post_json
+from responses_api_models.vllm_model.upstream_errors import json_or_empty
 
 JSON = dict[str, Any]
 # Distinct chat_template_kwargs seen in requests; each needs one template lesson per server.
@@ -48,12 +49,14 @@ TEMPLATE_FIELDS = ("chat_template", "chat_template_kwargs")
 
 
 class ExactTokenPath:
-    def __init__(self, client: UpstreamClient, model: str, max_model_len: dict[int, int]) -> None:
+    def __init__(
+        self, client: UpstreamClient, model: str, max_model_len: dict[int, int], first_turns: ChatPath
+    ) -> None:
         self.client = client
         self.model = model
         self.max_model_len = max_model_len  # per server index, read from /v1/models at start-up
-        self._templates: dict[tuple[int, bytes], asyncio.Future[TurnTemplate]] = {}
-        self.first_turns = ChatPath(client, model, needs_prompt_ids=True)
+        self._templates: dict[tuple[int, bytes], TurnTemplate] = {}
+        self.first_turns = first_turns
 
     async def complete(self, payload: JSON, session: Session) -> Completion:
         messages = payload["messages"]
@@ -71,7 +74,7 @@ class ExactTokenPath:
         upstream = answer.upstream
         if rendered is None:
             return Completion(None, upstream)
-        template = await self.template(upstream, _template_settings(payload))
+        template = await self.template(upstream, template_settings(payload))
         try:
             prompt = splice_prompt(turn, _token_ids(rendered, upstream), template)
         except SpliceError as exc:
@@ -116,28 +119,18 @@ class ExactTokenPath:
         return derendered
 
     async def template(self, upstream: Upstream, settings: JSON) -> TurnTemplate:
-        """How this server's chat template writes an assistant turn (learnt once per server and template
-        settings: the request's chat_template and chat_template_kwargs; concurrent first requests share one
-        lesson)."""
+        """How this server's chat template writes an assistant turn, learnt once per server and template settings
+        (template_settings: the request's chat_template and chat_template_kwargs). Start-up learns the configured
+        settings; a request with other settings learns them on its first turn (two such turns arriving together
+        may both learn them: same result)."""
         key = (upstream.index, orjson.dumps(settings, option=orjson.OPT_SORT_KEYS))
-        future = self._templates.get(key)
-        if future is None:
+        template = self._templates.get(key)
+        if template is None:
+            template = await self._learn(upstream, settings)
             if len(self._templates) >= MAX_LEARNT_TEMPLATES:
                 self._templates.clear()
-            future = asyncio.get_running_loop().create_future()
-            self._templates[key] = future
-            try:
-                future.set_result(await self._learn(upstream, settings))
-            except asyncio.CancelledError:
-                del self._templates[key]
-                future.cancel()
-                raise
-            except Exception as exc:
-                del self._templates[key]
-                future.set_exception(exc)
-                future.exception()  # marks it retrieved: waiters get it, nobody else has to
-                raise
-        return await asyncio.shield(future)
+            self._templates[key] = template
+        return template
 
     async def _learn(self, upstream: Upstream, settings: JSON) -> TurnTemplate:
         renders = await asyncio.gather(*(self._render_marker(upstream, marker, settings) for marker in SPLICE_MARKERS))
@@ -156,7 +149,7 @@ class ExactTokenPath:
         result = await self.client.probe(upstream, RENDER_PATH, orjson.dumps(body), timeout=30)
         if not result.ok:
             raise HttpError(502, f"vLLM at {upstream.shown_url(RENDER_PATH)} answered HTTP {result.status}")
-        return _token_ids(orjson.loads(result.body), upstream)
+        return _token_ids(json_or_empty(result.body), upstream)
 
 
 def _append_text(derendered: JSON, text: str) -> None:
@@ -168,7 +161,7 @@ def _append_text(derendered: JSON, text: str) -> None:
     message[field] = (message.get(field) or "") + text
 
 
-def _template_settings(payload: JSON) -> JSON:
+def template_settings(payload: JSON) -> JSON:
     """The request fields that change how the chat template renders."""
     return {key: payload[key] for key in TEMPLATE_FIELDS if payload.get(key) is not None}
 
