@@ -55,6 +55,30 @@ def error_response(
     return json_response(body, status=status)
 
 
+def error_object(body: bytes) -> dict[str, Any]:
+    """The `error` object of an answer in the OpenAI error shape; {} when the body has none."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def error_message(body: bytes, raw_limit: int = 300) -> str:
+    """What an error answer says: `error.message` (or a top-level `message`), else the start of the body."""
+    message = error_object(body).get("message")
+    if isinstance(message, str) and message:
+        return message
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+        return str(parsed["message"])
+    return body[:raw_limit].decode(errors="replace")
+
+
 async def read_json(request: Request) -> Any:
     raw = await request.body()
     try:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from ngym.http.app import error_object
 from ngym.http.client import HttpResult, UpstreamError
 
 INVALID_TASK = "invalid_task"  # the task row itself is wrong: fix the data; never retried
@@ -16,8 +15,8 @@ VERIFY = "verify"  # the resources server's verifier
 TIMEOUT = "timeout"  # no answer within the rollout's time
 AGENT = "agent"  # the agent itself, or an answer nobody could read
 CLASSES = (INVALID_TASK, MODEL, TOOL, VERIFY, TIMEOUT, AGENT)
-# Statuses that are not the caller's mistake although they are 4xx.
-_NOT_THE_TASK = frozenset({408, 429})
+# Statuses that are not the task's fault although they are 4xx.
+NOT_THE_TASK = frozenset({408, 429})
 
 
 class RolloutFailed(Exception):
@@ -36,29 +35,25 @@ def from_upstream_error(exc: UpstreamError) -> RolloutFailed:
     return RolloutFailed(failure_class, f"agent {exc.url}: {exc.reason}")
 
 
+def is_task_refusal(status: int) -> bool:
+    """A 4xx that says the task (the caller's request) is wrong."""
+    return 400 <= status < 500 and status not in NOT_THE_TASK
+
+
 def from_agent_answer(result: HttpResult) -> RolloutFailed:
     """The class of a failed /run answer: a 4xx is the task's fault; a 5xx names its class in `error.code`."""
-    error = _error_object(result.body)
+    error = error_object(result.body)
     message = str(error.get("message") or result.body[:1000].decode(errors="replace"))
     param = error.get("param")
     if isinstance(param, str) and param and not message.startswith(param):
         message = f"{param}: {message}"
-    if 400 <= result.status < 500 and result.status not in _NOT_THE_TASK:
+    if is_task_refusal(result.status):
         return RolloutFailed(INVALID_TASK, message, result.status)
     code = error.get("code")
     failure_class = code if isinstance(code, str) and code in CLASSES and code != INVALID_TASK else AGENT
     if result.status == 504 and failure_class == AGENT:
         failure_class = TIMEOUT
     return RolloutFailed(failure_class, message, result.status)
-
-
-def _error_object(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    return error if isinstance(error, dict) else {}
 
 
 @dataclass

@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 from pydantic import Field
 
-from ngym.http.app import HttpError
+from ngym.http.app import HttpError, error_message
 from ngym.http.client import NO_RETRY, HttpClient, HttpResult, Timeouts, UpstreamError
 from ngym.http.cookies import CookieStore
-from ngym.rollouts.failures import AGENT, MODEL, TOOL, VERIFY
+from ngym.rollouts.failures import AGENT, MODEL, TOOL, VERIFY, is_task_refusal
 from ngym.servers.agent import Agent, AgentConfig
 from ngym.servers.base import ServerReference
 from ngym.servers.resources import CONTROL_ROUTES
@@ -142,19 +142,8 @@ def _tool_output(call_id: Any, body: dict[str, Any]) -> dict[str, Any]:
 def _raise_unless_ok(result: HttpResult, what: str, failure_class: str) -> None:
     if result.ok:
         return
-    said = _error_message(result.body)
-    if 400 <= result.status < 500 and result.status not in (408, 429):
+    said = error_message(result.body, raw_limit=500)[:1000]
+    if is_task_refusal(result.status):
         # The caller's request (the task row) was refused: pass the 4xx on, saying who refused it.
         raise HttpError(result.status, f"{what} at {result.url} rejected the task (HTTP {result.status}): {said}")
     raise AgentFailure(f"{what} at {result.url} answered HTTP {result.status}: {said}", failure_class)
-
-
-def _error_message(body: bytes) -> str:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body[:500].decode(errors="replace")
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])[:1000]
-    return body[:500].decode(errors="replace")

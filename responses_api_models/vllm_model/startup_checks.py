@@ -7,12 +7,13 @@ import asyncio
 from dataclasses import dataclass
 
 from ngym.config.secrets import redact_url
+from ngym.http.app import error_message
 from ngym.http.client import UpstreamError
 from ngym.protocol.token_endpoints import DERENDER_PATH, GENERATE_PATH, RENDER_PATH
 from ngym.servers.base import StartupError
 from ngym.upstream.client import UpstreamClient
 from ngym.upstream.pool import Upstream
-from responses_api_models.vllm_model.upstream_errors import error_message, json_or_empty
+from responses_api_models.vllm_model.upstream_errors import json_or_empty
 
 TOKEN_ENDPOINTS = (RENDER_PATH, GENERATE_PATH, DERENDER_PATH)
 SCALE_OUT_FLAG = "--enable-scale-out"

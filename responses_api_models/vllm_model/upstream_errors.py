@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from ngym.http.app import HttpError
+from ngym.http.app import HttpError, error_message
 from ngym.upstream.client import NoAnswer
 from ngym.upstream.pool import Upstream
 
@@ -30,16 +30,6 @@ def json_or_empty(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def error_message(body: bytes) -> str:
-    parsed = json_or_empty(body)
-    error = parsed.get("error")
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])
-    if isinstance(parsed.get("message"), str):
-        return str(parsed["message"])
-    return body[:300].decode(errors="replace")
 
 
 def upstream_http_error(upstream: Upstream, status: int, body: bytes, path: str = "/v1/chat/completions") -> HttpError:
