@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,6 +34,8 @@ from ngym.rollouts.output import (
 )
 from ngym.rollouts.summary import Summary
 from ngym.rollouts.tasks import Task, check_input, iter_tasks
+
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,11 @@ async def collect(plan: CollectPlan, log: TextIO, stop: asyncio.Event | None = N
     failures.unlink(missing_ok=True)  # earlier failures are retried now
     failure_writer: JsonlAppender | None = None
     stop = stop or asyncio.Event()  # set by SIGINT/SIGTERM, or by the caller
+    signals = StopSignals(stop, log)
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, signals.received)
+        loop.add_signal_handler(signal.SIGTERM, signals.received)
     progress = tqdm(total=summary.expected - summary.already_done, unit="rollout", file=log, dynamic_ncols=True)
     http = HttpClient(
         timeouts=Timeouts(total=plan.rollout_timeout_s),
@@ -143,6 +148,31 @@ async def collect(plan: CollectPlan, log: TextIO, stop: asyncio.Event | None = N
         )
     summary.wall_seconds = wall
     return summary
+
+
+class StopSignals:
+    """The first Ctrl-C or SIGTERM stops the run in order (no new rollout, those in flight cancelled, the summary
+    written); a second one exits at once. Every row is written by one os.write of a whole line, so the files keep
+    whole lines either way, and the same command resumes."""
+
+    def __init__(self, stop: asyncio.Event, log: TextIO, exit_now: Callable[[int], Any] = os._exit) -> None:
+        self.stop = stop
+        self.log = log
+        self.exit_now = exit_now
+        self.seen = 0
+
+    def received(self) -> None:
+        self.seen += 1
+        if self.seen == 1:
+            self.stop.set()
+            return
+        print(
+            "\nng_collect_rollouts: second interrupt: exiting now without a summary; finished rollouts are in the "
+            "output, run the same command to collect the rest",
+            file=self.log,
+            flush=True,
+        )
+        self.exit_now(EXIT_INTERRUPTED)
 
 
 async def _free_slot(slots: asyncio.Semaphore, stopper: asyncio.Task[Any]) -> bool:

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ngym.http.app import error_response, serve_in_background
-from ngym.rollouts.collect import CollectPlan, collect
+from ngym.rollouts.collect import CollectPlan, StopSignals, collect
 from ngym.rollouts.output import failures_path
 
 ROW = {"responses_create_params": {"input": "hi"}}
@@ -111,3 +111,14 @@ async def test_infrastructure_failures_in_a_row_stop_the_run_keeping_what_finish
     assert (summary.failed, summary.failed_by_class, summary.missing) == (4, {"model": 4}, 46)
     assert "4 rollouts in a row failed; the last one: model (HTTP 502): scripted failure 502" in log.getvalue()
     assert "run the same command again" in log.getvalue()
+
+
+async def test_a_second_interrupt_exits_at_once_and_the_first_stops_in_order(tmp_path: Path) -> None:
+    """The first Ctrl-C stops in order; the second used to be ignored while in-flight rollouts were cancelled."""
+    stop, log, exits = asyncio.Event(), io.StringIO(), []
+    signals = StopSignals(stop, log, exit_now=exits.append)
+    signals.received()
+    assert stop.is_set() and exits == []
+    signals.received()
+    assert exits == [130]
+    assert "second interrupt: exiting now" in log.getvalue()
