@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ngym.config.errors import ConfigError
+from ngym.config.secrets import redact_text
 
 EXIT_CONFIG_ERROR = 2
 
@@ -24,7 +25,7 @@ def run_cli(tool: str, body: Callable[[list[str]], int], argv: list[str] | None 
     try:
         return body(args)
     except ConfigError as exc:
-        print(f"{tool}: error: {exc}", file=sys.stderr)
+        print(f"{tool}: error: {redact_text(str(exc))}", file=sys.stderr)  # a URL's password never shown
         return EXIT_CONFIG_ERROR
     except KeyboardInterrupt:
         print(f"{tool}: interrupted", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -47,12 +48,18 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 
 def error_response(
-    status: int, message: str, *, param: str | None = None, error_type: str | None = None, code: str | None = None
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    error_type: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     """The OpenAI error shape; `code` is the status unless a more precise code (e.g. a failure class) is given."""
     kind = error_type or ("invalid_request_error" if status < 500 else "server_error")
     body = {"error": {"message": message, "type": kind, "param": param, "code": code if code is not None else status}}
-    return json_response(body, status=status)
+    return json_response(body, status=status, headers=headers)
 
 
 def error_object(body: bytes) -> dict[str, Any]:
@@ -94,23 +101,49 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     return body
 
 
+_OBJECT_EXPECTED = re.compile(r"a valid dictionary or instance of \w+|a valid dictionary")
+
+
 def validate(model: type[ModelT], data: Any, what: str = "request body") -> ModelT:
-    """Validate data against a pydantic model; a failure is a 422 naming the field."""
+    """Validate data against a pydantic model; a failure is a 422 naming the field (`input[0].content`)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
+        field, reason = describe_first_error(exc, data)
         where = f" at {field}" if field else ""
-        raise HttpError(422, f"invalid {what}{where}: {first['msg']}", param=field) from None
+        raise HttpError(422, f"invalid {what}{where}: {reason}", param=field or None) from None
 
 
-async def handle_http_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HttpError)
-    return exc.to_response()
+def describe_first_error(exc: ValidationError, data: Any) -> tuple[str, str]:
+    """The field that got furthest into the data and what is wrong with it. The alternatives of a union fail
+    together (`input`: not a string, not a list): they are said together, and pydantic's labels for union
+    members and tags, which are not fields of the data, are left out of the path."""
+    found: dict[str, list[str]] = {}
+    for error in exc.errors():
+        path = field_path(error["loc"], data, error["type"] == "missing")
+        found.setdefault(path, [])
+        message = _OBJECT_EXPECTED.sub("a JSON object", error["msg"])
+        if message not in found[path]:
+            found[path].append(message)
+    deepest = max(found, key=lambda path: path.count(".") + path.count("["))  # the first of the deepest
+    first, *others = found[deepest]
+    return deepest, " or ".join([first, *(msg.removeprefix("Input should be ") for msg in others)])
 
 
-EXCEPTION_HANDLERS = {HttpError: handle_http_error}
+def field_path(loc: tuple[int | str, ...], data: Any, missing: bool = False) -> str:
+    """`a.b[0].c` for the parts of loc that are keys or indexes of data (a missing key is the last part)."""
+    path, current = "", data
+    for position, part in enumerate(loc):
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+            path += f"[{part}]"
+            continue
+        elif not (missing and position == len(loc) - 1 and isinstance(current, dict)):
+            continue  # a union member's or tag's label
+        path += f".{part}" if path else str(part)
+    return path
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

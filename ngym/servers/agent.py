@@ -8,9 +8,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ngym.http.app import HttpError, json_response, read_json_object
+from ngym.http.app import json_response, read_json_object, validate
 from ngym.http.cookies import CookieStore
 from ngym.servers.base import Server, ServerConfig
+from ngym.servers.wire import ResponsesCreateParams, TaskRow
 
 
 class AgentConfig(ServerConfig):
@@ -21,6 +22,9 @@ AC = TypeVar("AC", bound=AgentConfig)
 
 
 class Agent(Server[AC]):
+    """/v1/responses bodies and /run task rows are checked here (ngym.servers.wire) before a subclass sees them:
+    a caller's mistake is a 422 naming the field. Subclasses get the body as received."""
+
     server_type = "responses_api_agents"
     config_model: ClassVar[type[ServerConfig]] = AgentConfig
 
@@ -39,10 +43,11 @@ class Agent(Server[AC]):
         return routes
 
     async def _responses(self, request: Request) -> Response:
-        return json_response(await self.respond(await read_json_object(request), CookieStore()))
+        params = await read_json_object(request)
+        validate(ResponsesCreateParams, params, "Responses request")
+        return json_response(await self.respond(params, CookieStore()))
 
     async def _run(self, request: Request) -> Response:
         row = await read_json_object(request)
-        if not isinstance(row.get("responses_create_params"), dict):
-            raise HttpError(422, "task row needs a 'responses_create_params' object", param="responses_create_params")
+        validate(TaskRow, row, "task row")
         return json_response(await self.run(row))

@@ -10,15 +10,18 @@ from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ngym.config.errors import ConfigError
 from ngym.config.instances import InstanceSpec, ServerRef, iter_instances
+from ngym.config.secrets import redact_text, secret_values
 from ngym.config.validation import describe_validation_error
-from ngym.http.app import EXCEPTION_HANDLERS, json_response
+from ngym.http.app import json_response
 from ngym.http.client import HttpClient
+from ngym.http.guard import ErrorGuard, exception_handlers
 from ngym.servers.directory import Directory
 
 
@@ -62,10 +65,18 @@ class ServerContext:
     instance_name: str
     config: dict[str, Any]
     http: HttpClient = field(default_factory=HttpClient)
+    # Every secret of the configuration (api keys, URL passwords, secret headers): cut out of all that is shown.
+    secrets: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.secrets = secret_values(self.config)
 
     @property
     def directory(self) -> Directory:
         return Directory(self.config)
+
+    def redact(self, text: str) -> str:
+        return redact_text(text, self.secrets)
 
 
 ConfigT = TypeVar("ConfigT", bound=ServerConfig)
@@ -105,7 +116,7 @@ class Server(Generic[ConfigT]):
 
     def warn(self, message: str) -> None:
         """A start-up warning for the person running ng_run (servers log nothing per request)."""
-        print(f"{self.context.instance_name}: warning: {message}", file=sys.stderr, flush=True)
+        print(f"{self.context.instance_name}: warning: {self.context.redact(message)}", file=sys.stderr, flush=True)
 
     async def health(self, _request: Request) -> Response:
         return json_response({"status": "ok", "instance": self.context.instance_name})
@@ -140,7 +151,8 @@ class Server(Generic[ConfigT]):
         return Starlette(
             routes=self.routes(),
             lifespan=lifespan if manage_lifecycle else None,
-            exception_handlers=EXCEPTION_HANDLERS,
+            exception_handlers=exception_handlers(self.context.redact),
+            middleware=[Middleware(ErrorGuard, name=self.context.instance_name, redact=self.context.redact)],
         )
 
 

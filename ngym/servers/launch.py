@@ -24,6 +24,7 @@ import uvloop
 
 from ngym.config.errors import ConfigError
 from ngym.config.instances import InstanceSpec
+from ngym.config.secrets import redact_text, secret_values
 from ngym.gc_tuning import tune_garbage_collector
 from ngym.http.app import EmbeddedUvicorn, uvicorn_config
 from ngym.servers.base import Server, StartupError, instance_spec
@@ -71,7 +72,11 @@ async def _serve(server: Server[Any], sock: socket.socket) -> int:
     try:
         await server.open()
     except StartupError as exc:
-        print(f"{server.context.instance_name}: cannot start: {exc}", file=sys.stderr, flush=True)
+        print(
+            f"{server.context.instance_name}: cannot start: {server.context.redact(str(exc))}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 2
     tune_garbage_collector()
     try:
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         server_class = load_server_class(args.root.resolve(), spec)
         server = server_class.from_config(config, args.instance)
     except ConfigError as exc:
-        print(f"{args.instance}: {exc}", file=sys.stderr, flush=True)
+        print(f"{args.instance}: {redact_text(str(exc), secret_values(config))}", file=sys.stderr, flush=True)
         return 2
     sock = socket.socket(fileno=args.fd)
     workers = server.config.num_workers

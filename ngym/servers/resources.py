@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -14,19 +14,13 @@ from starlette.routing import BaseRoute, Route
 from ngym.http.app import json_response, read_json_object, validate
 from ngym.servers.base import Server, ServerConfig
 from ngym.servers.sessions import new_session_id, session_id_from, set_session_cookie
+from ngym.servers.wire import SeedSessionRequest, VerifyRequest
+
+__all__ = ["CONTROL_ROUTES", "ResourcesServer", "ResourcesServerConfig", "SeedSessionRequest", "Tool", "VerifyRequest"]
 
 
 class ResourcesServerConfig(ServerConfig):
     pass
-
-
-class VerifyRequest(BaseModel):
-    """The task row plus the finished `response`; extra fields of the row are kept and echoed back."""
-
-    model_config = ConfigDict(extra="allow")
-
-    responses_create_params: dict[str, Any]
-    response: dict[str, Any]
 
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
@@ -47,18 +41,24 @@ CONTROL_ROUTES = frozenset({"seed_session", "verify", "health"})
 
 
 class ResourcesServer(Server[RC]):
+    """Every body is checked here, before a subclass sees it: /seed_session against `seed_request_model`,
+    /verify against `verify_request_model` (subclass either to require fields of your rows), each tool's
+    arguments against its declared model. A caller's mistake is a 422 naming the field."""
+
     server_type = "resources_servers"
     config_model: ClassVar[type[ServerConfig]] = ResourcesServerConfig
+    seed_request_model: ClassVar[type[SeedSessionRequest]] = SeedSessionRequest
+    verify_request_model: ClassVar[type[VerifyRequest]] = VerifyRequest
 
     def tools(self) -> list[Tool[Any]]:
         return []
 
-    async def seed_session(self, body: dict[str, Any], session_id: str) -> dict[str, Any]:
+    async def seed_session(self, body: SeedSessionRequest, session_id: str) -> dict[str, Any]:
         """Set up per-rollout state; the default keeps none."""
         return {}
 
     async def verify(self, body: VerifyRequest, session_id: str) -> dict[str, Any]:
-        """Score a finished rollout: return at least {"reward": float}; the row is echoed around it."""
+        """Score a finished rollout: return at least {"reward": float}; the row, as received, is echoed around it."""
         raise NotImplementedError
 
     def routes(self) -> list[BaseRoute]:
@@ -72,17 +72,18 @@ class ResourcesServer(Server[RC]):
         return routes
 
     async def _seed_session(self, request: Request) -> Response:
+        body = validate(self.seed_request_model, await read_json_object(request), "seed_session request")
         session_id = session_id_from(request) or new_session_id()
-        result = await self.seed_session(await read_json_object(request), session_id)
+        result = await self.seed_session(body, session_id)
         response = json_response(result)
         set_session_cookie(response, session_id)
         return response
 
     async def _verify(self, request: Request) -> Response:
-        body = validate(VerifyRequest, await read_json_object(request), "verify request")
-        session_id = session_id_from(request) or ""
-        scored = await self.verify(body, session_id)
-        return json_response({**body.model_dump(), **scored})
+        row = await read_json_object(request)
+        body = validate(self.verify_request_model, row, "verify request")
+        scored = await self.verify(body, session_id_from(request) or "")
+        return json_response({**row, **scored})
 
     def _tool_endpoint(self, tool: Tool[Any]) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:

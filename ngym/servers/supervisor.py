@@ -31,6 +31,7 @@ from ngym.config.instances import (
     server_url,
 )
 from ngym.config.load import LoadedConfig
+from ngym.config.secrets import redact_text, secret_values
 from ngym.http.app import EmbeddedUvicorn, bind_socket, uvicorn_config
 from ngym.servers.base import validate_server_config
 from ngym.servers.head import HeadState, head_app
@@ -145,9 +146,11 @@ class Supervisor:
         self.head_state = HeadState()
         self._workdir = Path(tempfile.mkdtemp(prefix="ngym-run-"))
         self._config_file = self._workdir / "config.json"
+        self._secrets = secret_values(plan.config)
 
     def _print(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        """Everything ng_run shows, its children's output included, goes through here: no secret gets out."""
+        print(redact_text(text, self._secrets), file=self.out, flush=True)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

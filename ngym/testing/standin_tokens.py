@@ -110,7 +110,7 @@ def _missing(loc: str, body: Any) -> dict[str, Any]:
     return {"type": "missing", "loc": loc, "msg": "Field required", "input": body}
 
 
-def _load_body(raw: bytes) -> tuple[Any, Response | None]:
+def load_body(raw: bytes) -> tuple[Any, Response | None]:
     """The JSON body, or vLLM's 400 for one that does not parse."""
     if not raw:
         return None, _json(validation_error_body([_missing("body", None)]), 400)
@@ -397,7 +397,7 @@ class TokenRoutes:
         early = await self._admit(request, raw)
         if early is not None:
             return early
-        req, bad = _load_body(raw)
+        req, bad = load_body(raw)
         if bad is not None:
             return bad
         messages = req.get("messages")
@@ -463,7 +463,7 @@ class TokenRoutes:
         early = await self._admit(request, raw, model_call=True)
         if early is not None:
             return early
-        body, bad = _load_body(raw)
+        body, bad = load_body(raw)
         if bad is not None:
             return bad
         if errors := _generate_body_errors(body):
@@ -557,7 +557,7 @@ class TokenRoutes:
         early = await self._admit(request, raw)
         if early is not None:
             return early
-        body, bad = _load_body(raw)
+        body, bad = load_body(raw)
         if bad is not None:
             return bad
         if (bad := _derender_body_error(body)) is not None:

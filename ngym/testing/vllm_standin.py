@@ -504,8 +504,11 @@ class StandinApp:
         self._template_key: tuple[Any, ...] | None = None
         self._template: _ByteTemplate | None = None
         self._template_completion_tokens = 0
-        # Imported here: standin_tokens builds on this module.
+        # Imported here: standin_tokens and the chat checks build on this module.
+        from ngym.testing.standin_chat_checks import checked_chat_request
         from ngym.testing.standin_tokens import TokenRoutes
+
+        self._checked_chat_request = checked_chat_request
 
         self.app = Starlette(
             routes=[
@@ -604,7 +607,10 @@ class StandinApp:
         early = await self._admit(request, raw, fault)
         if early is not None:
             return early
-        req = orjson.loads(raw)
+        req, refused = self._checked_chat_request(raw)
+        if req is None:
+            assert refused is not None
+            return refused
         if req.get("stream"):
             return _json(vllm_error_body(501, "the vLLM stand-in does not stream"), 501)
         model = req.get("model")

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ngym.config.errors import ConfigError
 from ngym.http.client import NO_RETRY, HttpClient, HttpResult, RetryPolicy, UpstreamError
 from ngym.upstream.pool import Session, Upstream, UpstreamPool
 
@@ -47,6 +48,8 @@ class UpstreamClient:
         self.pool = UpstreamPool(base_urls)
         self.http = http
         self.headers = dict(headers)
+        # Each server's request headers, once: a URL's user:password is its Basic Authorization header.
+        self.headers_of = [_with_authorization(self.headers, upstream) for upstream in self.pool.upstreams]
         self.health_check_interval_s = health_check_interval_s
         # With several servers a refused or dropped connection moves the session at once instead of retrying
         # in place; 429/5xx answers are retried on the same server either way.
@@ -73,12 +76,12 @@ class UpstreamClient:
     async def post(self, session: Session, path: str, body: bytes) -> UpstreamAnswer:
         """POST `body` (JSON) to `path` on the session's server. A server that cannot be reached leaves rotation
         and the session moves to the next one; NoAnswer when none answered."""
-        headers = {**self.headers, SESSION_HEADER: session.session_id}
         tried: set[int] = set()
         while True:
             upstream = self.pool.choose(session, frozenset(tried))
             upstream.in_flight += 1
             upstream.requests += 1
+            headers = {**self.headers_of[upstream.index], SESSION_HEADER: session.session_id}
             try:
                 result = await self.http.post_json(upstream.url(path), body, headers, retry=self.retry)
             except UpstreamError as exc:
@@ -95,17 +98,30 @@ class UpstreamClient:
 
     async def get(self, upstream: Upstream, path: str, timeout: float) -> HttpResult:
         """One GET on one server, not retried (start-up checks)."""
-        return await self.http.get(upstream.url(path), self.headers, retry=NO_RETRY, timeout=timeout)
+        return await self.http.get(upstream.url(path), self.headers_of[upstream.index], retry=NO_RETRY, timeout=timeout)
 
     async def probe(self, upstream: Upstream, path: str, body: bytes, timeout: float) -> HttpResult:
         """One POST on one server, not retried and outside any session (start-up checks)."""
-        return await self.http.post_json(upstream.url(path), body, self.headers, retry=NO_RETRY, timeout=timeout)
+        headers = self.headers_of[upstream.index]
+        return await self.http.post_json(upstream.url(path), body, headers, retry=NO_RETRY, timeout=timeout)
 
     async def _probe_down_upstreams(self) -> None:
         while True:
             await asyncio.sleep(self.health_check_interval_s)
             for upstream in self.pool.down:
                 with contextlib.suppress(UpstreamError):
-                    result = await self.http.get(upstream.root_url + "/health", retry=NO_RETRY, timeout=5)
+                    headers = self.headers_of[upstream.index]
+                    result = await self.http.get(upstream.root_url + "/health", headers, retry=NO_RETRY, timeout=5)
                     if result.ok:
                         self.pool.mark_up(upstream)
+
+
+def _with_authorization(headers: dict[str, str], upstream: Upstream) -> dict[str, str]:
+    if upstream.authorization is None:
+        return headers
+    if any(name.lower() == "authorization" for name in headers):
+        raise ConfigError(
+            f"base_url {upstream.shown} carries a user:password and an Authorization header is also set "
+            "(api_key, or default_headers): both would be the request's Authorization; keep one"
+        )
+    return {**headers, "Authorization": upstream.authorization}

@@ -6,9 +6,11 @@ the model server routes it the same way and no per-session state is kept here.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import zlib
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 from ngym.config.secrets import redact_url
 
@@ -18,14 +20,20 @@ UPSTREAM_COOKIE = "ngym_upstream"
 @dataclass(slots=True)
 class Upstream:
     index: int
-    base_url: str  # ends in /v1
+    base_url: str  # ends in /v1, without user:password (those become `authorization`)
+    authorization: str | None = None  # "Basic ..." from credentials written into the configured URL
     in_flight: int = 0
     healthy: bool = True
     requests: int = 0
 
+    @classmethod
+    def from_url(cls, index: int, url: str) -> Upstream:
+        base_url, authorization = split_credentials(url.rstrip("/"))
+        return cls(index, base_url, authorization)
+
     @property
     def shown(self) -> str:
-        """base_url as it may appear in messages (no user:password)."""
+        """base_url as it may appear in messages."""
         return redact_url(self.base_url)
 
     @property
@@ -43,6 +51,16 @@ class Upstream:
     def url(self, path: str) -> str:
         """An address on this server; `path` is from the server root, e.g. '/v1/chat/completions'."""
         return self.base_url[:-3] + path
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """`http://user:key@host/v1` -> (`http://host/v1`, the Basic Authorization header for user:key). The URL
+    without credentials is what every request and message uses; the header is added to requests only."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return redact_url(url), "Basic " + base64.b64encode(pair.encode()).decode()
 
 
 @dataclass(slots=True)
@@ -74,7 +92,7 @@ class UpstreamPool:
     def __init__(self, base_urls: list[str]) -> None:
         if not base_urls:
             raise ValueError("at least one base_url is needed")
-        self.upstreams = [Upstream(i, url.rstrip("/")) for i, url in enumerate(base_urls)]
+        self.upstreams = [Upstream.from_url(i, url) for i, url in enumerate(base_urls)]
         self._rotation = itertools.cycle(range(len(self.upstreams)))
 
     def choose(self, session: Session, exclude: frozenset[int] = frozenset()) -> Upstream:

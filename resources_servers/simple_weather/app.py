@@ -9,6 +9,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from ngym.servers.resources import ResourcesServer, ResourcesServerConfig, Tool, VerifyRequest
+from ngym.servers.wire import (
+    FunctionCall,
+    FunctionCallOutput,
+    InputMessage,
+    OutputMessage,
+    ResponseBody,
+    ResponsesCreateParams,
+)
 
 CONDITIONS = ("cold", "sunny", "rainy", "windy", "cloudy", "snowy", "foggy", "warm")
 CITY_ALIASES = {
@@ -44,8 +52,13 @@ def weather_description(city: str) -> str:
     return f"The weather in {city} is {condition}."
 
 
+class WeatherVerifyRequest(VerifyRequest):
+    expected_city: str | None = None
+
+
 class SimpleWeather(ResourcesServer[SimpleWeatherConfig]):
     config_model = SimpleWeatherConfig
+    verify_request_model = WeatherVerifyRequest
 
     def tools(self) -> list[Tool[Any]]:
         return [Tool("get_weather", GetWeatherRequest, self.get_weather)]
@@ -54,14 +67,19 @@ class SimpleWeather(ResourcesServer[SimpleWeatherConfig]):
         return GetWeatherResponse(city=body.city, weather_description=weather_description(body.city))
 
     async def verify(self, body: VerifyRequest, _session_id: str) -> dict[str, Any]:
-        extra = body.model_extra or {}
-        return score_rollout(body.responses_create_params, body.response, extra.get("expected_city"))
+        assert isinstance(body, WeatherVerifyRequest)
+        return score(body.responses_create_params, body.response, body.expected_city)
 
 
 def score_rollout(params: dict[str, Any], response: dict[str, Any], expected_city: str | None) -> dict[str, Any]:
+    """score() for plain JSON objects (checked as /verify checks them)."""
+    return score(ResponsesCreateParams.model_validate(params), ResponseBody.model_validate(response), expected_city)
+
+
+def score(params: ResponsesCreateParams, response: ResponseBody, expected_city: str | None) -> dict[str, Any]:
     """Reward 1.0 when get_weather was called for the asked-about city and the final answer reports the
     tool's description; 0.0 otherwise, with the reason."""
-    calls, outputs = _weather_calls(response.get("output") or [])
+    calls, outputs = _weather_calls(response.output)
     if not calls:
         return _scored(0.0, "the model never called get_weather", None, expected_city)
     called_city = calls[-1]
@@ -77,7 +95,7 @@ def score_rollout(params: dict[str, Any], response: dict[str, Any], expected_cit
             called_city,
             expected_city,
         )
-    answer = _final_answer(response.get("output") or [])
+    answer = _final_answer(response.output)
     description = outputs[-1] if outputs else weather_description(called_city)
     if description.lower() not in answer.lower():
         return _scored(
@@ -90,47 +108,49 @@ def _scored(reward: float, reason: str, called: str | None, expected: str | None
     return {"reward": reward, "reason": reason, "called_city": called, "expected_city": expected}
 
 
-def _weather_calls(output: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-
+def _weather_calls(output: list[Any]) -> tuple[list[str], list[str]]:
+    """The cities get_weather was called for, and the descriptions its answers gave, in order."""
     cities: list[str] = []
     call_ids: dict[str, str] = {}
     descriptions: list[str] = []
     for item in output:
-        if item.get("type") == "function_call" and item.get("name") == "get_weather":
-            try:
-                city = json.loads(item.get("arguments") or "{}").get("city")
-            except (ValueError, AttributeError):
-                continue
-            if isinstance(city, str):
+        if isinstance(item, FunctionCall) and item.name == "get_weather":
+            city = _json_field(item.arguments, "city")
+            if city is not None:
                 cities.append(city)
-                call_ids[str(item.get("call_id"))] = city
-        elif item.get("type") == "function_call_output" and str(item.get("call_id")) in call_ids:
-            try:
-                description = json.loads(item.get("output") or "{}").get("weather_description")
-            except (ValueError, AttributeError):
-                continue
-            if isinstance(description, str):
+                call_ids[item.call_id] = city
+        elif isinstance(item, FunctionCallOutput) and item.call_id in call_ids and isinstance(item.output, str):
+            description = _json_field(item.output, "weather_description")
+            if description is not None:
                 descriptions.append(description)
     return cities, descriptions
 
 
-def _final_answer(output: list[dict[str, Any]]) -> str:
+def _json_field(text: str, key: str) -> str | None:
+    """A string field of a JSON object written by the model or a tool; None when the text is anything else."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    found = value.get(key) if isinstance(value, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def _final_answer(output: list[Any]) -> str:
     for item in reversed(output):
-        if item.get("type") == "message" and item.get("role", "assistant") == "assistant":
-            return "".join(part.get("text", "") for part in item.get("content") or [] if isinstance(part, dict))
+        if isinstance(item, OutputMessage) and item.role == "assistant":
+            return "".join(part.text or "" for part in item.content)
     return ""
 
 
-def _last_user_text(params: dict[str, Any]) -> str:
-    items = params.get("input")
-    if isinstance(items, str):
-        return items
-    for item in reversed(items or []):
-        if isinstance(item, dict) and item.get("role") == "user":
-            content = item.get("content")
-            if isinstance(content, str):
-                return content
-            return " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+def _last_user_text(params: ResponsesCreateParams) -> str:
+    if isinstance(params.input, str):
+        return params.input
+    for item in reversed(params.input):
+        if isinstance(item, InputMessage) and item.role == "user":
+            if isinstance(item.content, str):
+                return item.content
+            return " ".join(part.text or "" for part in item.content)
     return ""
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from pydantic import Field
 
-from ngym.http.app import HttpError, error_message
+from ngym.http.app import HttpError, error_message, error_object
 from ngym.http.client import NO_RETRY, HttpClient, HttpResult, Timeouts, UpstreamError
 from ngym.http.cookies import CookieStore
 from ngym.rollouts.failures import AGENT, MODEL, TOOL, VERIFY, is_task_refusal
@@ -49,7 +49,7 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
         self.resources_url = self.directory.url(self.config.resources_server.as_ref())
 
     async def respond(self, params: dict[str, Any], cookies: CookieStore) -> dict[str, Any]:
-        history = _as_items(params.get("input", []))
+        history = _as_items(params["input"])
         tools = callable_tools(params.get("tools"))
         produced: list[dict[str, Any]] = []
         response: dict[str, Any] = {}
@@ -70,7 +70,12 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
         cookies = CookieStore()
         seed = await self._post(self.resources_url, "/seed_session", row, cookies, TOOL)
         _raise_unless_ok(seed, "resources server /seed_session", TOOL)
-        response = await self.respond(row["responses_create_params"], cookies)
+        try:
+            response = await self.respond(row["responses_create_params"], cookies)
+        except HttpError as exc:
+            if exc.param and exc.status < 500:  # the model server named a field of the row's request
+                exc.param = f"responses_create_params.{exc.param}"
+            raise
         verified = await self._post(self.resources_url, "/verify", {**row, "response": response}, cookies, VERIFY)
         _raise_unless_ok(verified, "resources server /verify", VERIFY)
         body = verified.json()
@@ -127,12 +132,9 @@ def callable_tools(tools: Any) -> frozenset[str]:
     return frozenset(names)
 
 
-def _as_items(value: Any) -> list[dict[str, Any]]:
-    if isinstance(value, str):
-        return [{"role": "user", "content": value}]
-    if not isinstance(value, list):
-        raise HttpError(422, f"must be a string or a list of input items, not {type(value).__name__}", param="input")
-    return list(value)
+def _as_items(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`input` as checked by the Agent base class: a string, or a list of items."""
+    return [{"role": "user", "content": value}] if isinstance(value, str) else list(value)
 
 
 def _tool_output(call_id: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -144,6 +146,11 @@ def _raise_unless_ok(result: HttpResult, what: str, failure_class: str) -> None:
         return
     said = error_message(result.body, raw_limit=500)[:1000]
     if is_task_refusal(result.status):
-        # The caller's request (the task row) was refused: pass the 4xx on, saying who refused it.
-        raise HttpError(result.status, f"{what} at {result.url} rejected the task (HTTP {result.status}): {said}")
+        # The caller's request (the task row) was refused: pass the 4xx on, saying who refused it and which field.
+        param = error_object(result.body).get("param")
+        raise HttpError(
+            result.status,
+            f"{what} at {result.url} rejected the task (HTTP {result.status}): {said}",
+            param=param if isinstance(param, str) else None,
+        )
     raise AgentFailure(f"{what} at {result.url} answered HTTP {result.status}: {said}", failure_class)

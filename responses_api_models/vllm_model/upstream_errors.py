@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from ngym.http.app import HttpError, error_message
+from ngym.http.app import HttpError, error_message, error_object
 from ngym.upstream.client import NoAnswer
 from ngym.upstream.pool import Upstream
 
@@ -38,8 +38,25 @@ def upstream_http_error(upstream: Upstream, status: int, body: bytes, path: str 
         return HttpError(502, f"{where} refused the api_key (HTTP {status}); check api_key (policy_api_key)")
     message = error_message(body)
     if 400 <= status < 500 and status != 429:
-        return HttpError(status, f"{where} rejected the request (HTTP {status}): {message}")
+        field = upstream_field(body)
+        at = f" at {field}" if field else ""
+        return HttpError(status, f"{where} rejected the request{at} (HTTP {status}): {message}", param=field)
     return HttpError(502, f"{where} failed (HTTP {status}): {message}")
+
+
+def upstream_field(body: bytes) -> str | None:
+    """The field vLLM named (`body.messages.0.role`) as a path of the Chat Completions request the model server
+    sent (`messages[0].role`); on the chat route that is the caller's own field."""
+    param = error_object(body).get("param")
+    if not isinstance(param, str) or not param:
+        return None
+    path = ""
+    for part in param.removeprefix("body.").removeprefix("body").split("."):
+        if part.isdigit():
+            path += f"[{part}]"
+        elif part:
+            path += f".{part}" if path else part
+    return path or None
 
 
 def no_answer_error(exc: NoAnswer) -> HttpError:

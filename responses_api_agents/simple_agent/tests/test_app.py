@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from ngym.http.app import serve_in_background
+from ngym.servers.resources import SeedSessionRequest
 from ngym.testing.tiny_model import SERVED_MODEL_NAME
 from ngym.testing.vllm_standin import Delay, HttpError, StandinScript, StandinServer
 from resources_servers.simple_weather.app import (
@@ -41,7 +42,7 @@ class RecordingWeather(SimpleWeather):
 
     calls: list[tuple[str, str]]
 
-    async def seed_session(self, body: dict[str, Any], session_id: str) -> dict[str, Any]:
+    async def seed_session(self, body: SeedSessionRequest, session_id: str) -> dict[str, Any]:
         self.calls.append(("seed_session", session_id))
         return await super().seed_session(body, session_id)
 
@@ -283,10 +284,11 @@ async def test_concurrent_runs_keep_their_own_session_cookies(stack: Stack) -> N
 @pytest.mark.parametrize(
     ("bad_input", "message"),
     [
-        (5, "must be a string or a list of input items, not int"),
-        ([{"role": "wizard", "content": "hi"}], "model server /v1/responses at"),
+        (5, "invalid task row at responses_create_params.input: Input should be a valid string or a valid list"),
+        ([{"role": "wizard", "content": "hi"}], "at responses_create_params.input[0].role: Input should be 'user'"),
+        ([{"type": "mystery_item"}], "model server /v1/responses at"),
     ],
-    ids=["input-is-a-number", "input-the-model-server-rejects"],
+    ids=["input-is-a-number", "a-role-no-model-has", "input-the-model-server-rejects"],
 )
 async def test_a_task_the_servers_reject_is_a_4xx_not_a_rollout_failure(
     stack: Stack, bad_input: Any, message: str
@@ -295,5 +297,6 @@ async def test_a_task_the_servers_reject_is_a_4xx_not_a_rollout_failure(
     status, body = await post(stack.agent_url + "/run", row)
     assert status == 422, body
     assert message in body["error"]["message"] and body["error"]["type"] == "invalid_request_error"
-    if isinstance(bad_input, list):
-        assert "rejected the task (HTTP 422)" in body["error"]["message"] and "role" in body["error"]["message"]
+    assert body["error"]["param"].startswith("responses_create_params.input"), body
+    if "model server" in message:
+        assert "rejected the task (HTTP 422)" in body["error"]["message"] and "mystery_item" in body["error"]["message"]

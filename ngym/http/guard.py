@@ -1,0 +1,83 @@
+"""Every error a server answers is in the OpenAI error shape, with no secret in it, and none is a traceback.
+
+`ErrorGuard` is the outermost layer of every server's app: an exception that no handler turned into an answer
+(a bug, or a crash in an environment's tool or verifier) is answered 500 naming the route, and logged as one
+line saying where it was raised; the connection is never dropped and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
+
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ngym.http.app import HttpError, error_response
+
+Redact = Callable[[str], str]
+
+
+def exception_handlers(redact: Redact) -> Mapping[Any, Callable[[Request, Exception], Any]]:
+    """Starlette handlers: ngym's HttpError and Starlette's own (unknown route, wrong method), both redacted."""
+
+    async def http_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HttpError)
+        return error_response(
+            exc.status, redact(exc.message), param=exc.param, error_type=exc.error_type, code=exc.code
+        )
+
+    async def starlette_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            message = f"no route {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        return error_response(exc.status_code, redact(message), headers=dict(exc.headers or {}))
+
+    return {HttpError: http_error, HTTPException: starlette_error}
+
+
+class ErrorGuard:
+    def __init__(self, app: ASGIApp, name: str, redact: Redact, log: TextIO | None = None) -> None:
+        self.app = app
+        self.name = name
+        self.redact = redact
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            return  # the caller left; nobody to answer
+        except Exception as exc:
+            route = f"{scope.get('method', '')} {scope.get('path', '')}"
+            what = self.redact(f"{type(exc).__name__}: {exc}")[:500]
+            print(f"{self.name}: error: {route}: {what} (raised at {raised_at(exc)})", file=self.log or sys.stderr)
+            if not started:
+                answer = error_response(500, f"{self.name} failed on {route}: {what}", error_type="server_error")
+                await answer(scope, receive, send)
+
+
+def raised_at(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown"
+    frame = frames[-1]
+    return f"{frame.filename}:{frame.lineno} in {frame.name}"
