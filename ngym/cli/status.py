@@ -1,13 +1,16 @@
 """ng_status: list the servers of the running ng_run and whether each answers.
 
-Usage: ng_status [+head_server.port=11000]
+Usage: ng_status [+head_server.port=11000] [+json=true]
 """
 
 from __future__ import annotations
 
 import sys
 
+import orjson
+
 from ngym.cli.common import repo_root, run_cli
+from ngym.config.errors import ConfigError
 from ngym.config.instances import DEFAULT_HEAD_PORT, DEFAULT_HOST, connect_host
 from ngym.config.load import load_config
 from ngym.http.probe import answers
@@ -15,18 +18,23 @@ from ngym.servers.head import fetch_from_head
 
 
 def run(args: list[str]) -> int:
-    """ng_status [+head_server.port=N]: list the running servers and whether each answers."""
+    """ng_status [+head_server.port=N] [+json=true]: list the running servers and whether each answers."""
     values = load_config(args, repo_root(), use_env_file=False).values
+    unknown = sorted(set(values) - {"head_server", "json"})
+    if unknown:
+        raise ConfigError(f"unknown arguments: {', '.join(unknown)} (ng_status takes +head_server.port and +json)")
     head = values.get("head_server") or {}
     host, port = connect_host(str(head.get("host") or DEFAULT_HOST)), int(head.get("port") or DEFAULT_HEAD_PORT)
     servers = fetch_from_head(host, port, "/servers")
-    down = 0
     for server in servers:
-        ok = bool(server.get("url")) and answers(server["url"])
-        down += not ok
-        kind = f"{server['server_type']}/{server['implementation']}"
-        print(f"{server['name']:<32} {kind:<40} {server.get('url') or '-':<28} {'ok' if ok else 'NOT ANSWERING'}")
-    return 1 if down else 0
+        server["status"] = "ok" if server.get("url") and answers(server["url"]) else "not answering"
+    if values.get("json"):
+        print(orjson.dumps(servers).decode())
+    else:
+        for server in servers:
+            kind = f"{server['server_type']}/{server['implementation']}"
+            print(f"{server['name']:<32} {kind:<40} {server.get('url') or '-':<28} {server['status']}")
+    return 1 if any(server["status"] != "ok" for server in servers) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,12 +86,34 @@ def error_message(body: bytes, raw_limit: int = 300) -> str:
     return body[:raw_limit].decode(errors="replace")
 
 
+# orjson reads documents nested up to 1024 levels but writes only up to 254: a body nested deeper than this
+# would be accepted and then fail when passed on downstream.
+MAX_NESTING = 200
+
+
 async def read_json(request: Request) -> Any:
     raw = await request.body()
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise HttpError(400, f"request body is not valid JSON: {exc}") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING:  # C-speed counts: only such bodies are walked
+        check_nesting(body)
+    return body
+
+
+def check_nesting(body: Any, limit: int = MAX_NESTING) -> None:
+    """A 400 naming the top-level field under which a body is nested more than `limit` levels deep."""
+    stack: list[tuple[Any, int, str]] = [(body, 0, "")]
+    while stack:
+        value, depth, field = stack.pop()
+        if depth > limit:
+            where = f" under {field}" if field else ""
+            raise HttpError(400, f"request body is nested more than {limit} levels deep{where}", param=field or None)
+        if isinstance(value, dict):
+            stack.extend((child, depth + 1, field or str(key)) for key, child in value.items())
+        elif isinstance(value, list):
+            stack.extend((child, depth + 1, field) for child in value)
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:

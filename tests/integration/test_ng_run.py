@@ -215,13 +215,6 @@ def test_model_server_workers_keep_each_session_on_one_vllm(tmp_path: Path) -> N
     assert min(len(per_server[0]), len(per_server[1])) >= 6, "new sessions were not spread"
 
 
-def test_gym_aliases_reach_the_documented_commands() -> None:
-    result = subprocess.run([console_script("gym"), "eval", "run", "+agent_name=x"], cwd=ROOT, capture_output=True,
-                            text=True, check=False)  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.startswith("ng_collect_rollouts: error: invalid arguments")
-
-
 def test_ctrl_c_during_collection_keeps_whole_finished_rollouts_and_resume_completes(tmp_path: Path) -> None:
     output = tmp_path / "out.jsonl"
     args = [

@@ -228,8 +228,9 @@ def test_malformed_bodies_get_a_clear_4xx_and_the_server_keeps_serving(
         orjson.dumps({"input": "x" * 2_000_000}),
         b"\xff\xfe",
         b'{"n": 123456789012345678901234567890}',
+        b'{"temperature": ' + b"[" * 300 + b"]" * 300 + b"}",
     ],
-    ids=["empty", "cut", "trailing-junk", "deep", "2MB", "not-utf8", "int-over-64-bits"],
+    ids=["empty", "cut", "trailing-junk", "deep", "2MB", "not-utf8", "int-over-64-bits", "deep-under-a-field"],
 )
 def test_bodies_that_are_not_a_task_at_all(
     stack: Stack, server: str, route: str, body: dict[str, Any], sent: bytes

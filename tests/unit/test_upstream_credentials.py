@@ -26,7 +26,7 @@ def test_each_server_gets_its_own_credentials_and_messages_show_none() -> None:
     client = UpstreamClient(
         ["http://a:key-one-111@127.0.0.1:1/v1", "http://127.0.0.1:2/v1"], HttpClient(), {"X-Api-Key": "k"}
     )
-    first, second = client.upstreams
+    first = client.upstreams[0]
     assert first.url("/v1/chat/completions") == "http://127.0.0.1:1/v1/chat/completions"
     assert "key-one-111" not in first.shown
     assert client.headers_of[0]["Authorization"].startswith("Basic ")
