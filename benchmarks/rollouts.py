@@ -43,14 +43,22 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _collect(gym: GymProcess, output: Path, limit: int, parallel: int) -> tuple[float, str]:
-    """Run ng_collect_rollouts; returns its CPU seconds and its stdout."""
+def _tasks(output: Path, count: int) -> Path:
+    """`count` task rows, the example's rows over and over (+limit only takes a file's first rows)."""
+    examples = [line for line in (ROOT / INPUT).read_bytes().splitlines() if line.strip()]
+    path = output.with_name(output.stem + ".tasks.jsonl")
+    path.write_bytes(b"".join(examples[i % len(examples)] + b"\n" for i in range(count)))
+    return path
+
+
+def _collect(gym: GymProcess, output: Path, count: int, parallel: int) -> tuple[float, str]:
+    """Run ng_collect_rollouts on `count` tasks; returns its CPU seconds and its stdout."""
+    tasks = _tasks(output, count)
     before = _children_cpu_seconds()
     done = gym.collect(
         f"+agent_name={AGENT}",
-        f"+input_jsonl_fpath={INPUT}",
+        f"+input_jsonl_fpath={tasks.relative_to(ROOT)}",
         f"+output_jsonl_fpath={output.relative_to(ROOT)}",
-        f"+limit={limit}",
         f"+num_samples_in_parallel={parallel}",
         "+overwrite=true",
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-# The cities of example.jsonl (sf, Paris, new york, Tokyo, london) are training cities on purpose.
+# The cities of example.jsonl (sf, Paris, new york, Tokyo, london, Berlin, Sydney, Toronto, Seattle, Madrid) are
+# training cities on purpose.
 TRAIN_CITIES: tuple[str, ...] = (
     # North America
     "New York", "Los Angeles", "Chicago", "Houston", "Phoenix", "Philadelphia", "San Antonio", "San Diego",

@@ -1,11 +1,13 @@
-"""ng_collect_rollouts: run every task of a JSONL file through an agent of the running ng_run.
+"""ng_collect_rollouts: run every task of a JSONL file through the agents of the running ng_run.
 
-Usage: ng_collect_rollouts +agent_name=NAME +input_jsonl_fpath=IN.jsonl +output_jsonl_fpath=OUT.jsonl
-       [+limit=N] [+num_repeats=K] [+num_samples_in_parallel=P] [+responses_create_params={temperature: 0.5}]
-       [+overwrite=true] [+head_server.port=11000]
+Usage: ng_collect_rollouts +input_jsonl_fpath=IN.jsonl +output_jsonl_fpath=OUT.jsonl [+agent_name=NAME]
+       [+limit=N] [+num_repeats=K | "+num_repeats={agent: K, _default: 1}"] [+num_repeats_add_seed=true]
+       [+num_samples_in_parallel=P] [+responses_create_params.temperature=0.5] [+prompt_config=PROMPT.yaml]
+       [+resume_from_cache=true|false] [+overwrite=true] [+head_server.port=11000]
 
-Each finished rollout is appended to the output as one JSON line; failed ones go to OUT.failures.jsonl.
-Rerunning the same command resumes: rollouts already in the output are skipped.
+A row's `agent_ref.name` picks its agent; +agent_name is for rows without one. Each finished rollout is
+appended to the output as one JSON line, with NeMo Gym's `_ng_task_index` and `_ng_rollout_index`; failed ones
+go to OUT.failures.jsonl. Rerunning the same command resumes: rollouts already in the output are skipped.
 """
 
 from __future__ import annotations
@@ -15,18 +17,27 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ngym.cli.common import repo_root, run_cli
 from ngym.config.errors import ConfigError
 from ngym.config.instances import DEFAULT_HEAD_PORT, DEFAULT_HOST, connect_host
-from ngym.config.load import load_config
+from ngym.config.load import CONFIG_PATHS_KEY, ENV_FILE_NAME, load_config, parse_overrides
 from ngym.config.validation import describe_validation_error
 from ngym.rollouts.collect import CollectPlan, collect
+from ngym.rollouts.keys import AGENT_TYPE
+from ngym.rollouts.prompt import Prompt
+from ngym.rollouts.tasks import TaskSource
 from ngym.servers.head import fetch_from_head, wait_until_ready
 
 EXIT_SOME_FAILED = 3
 EXIT_INCOMPLETE = 4  # stopped (Ctrl-C, SIGTERM) before every rollout ran: run the same command again to finish
+DEFAULT_PARALLEL = 64
+E2E_ONLY = ("split", "reuse_existing_data_preparation")  # NeMo Gym's E2ERolloutCollectionConfig
+# The checkout ngym runs from: relative input paths not found in the current directory are looked up here,
+# as NeMo Gym looks them up in its own checkout.
+CHECKOUT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class HeadServerArgs(BaseModel):
@@ -36,15 +47,25 @@ class HeadServerArgs(BaseModel):
 
 
 class CollectArgs(BaseModel):
+    """NeMo Gym's RolloutCollectionConfig, key for key, and ngym's own settings after it."""
+
     model_config = ConfigDict(extra="forbid")
 
-    agent_name: str
-    input_jsonl_fpath: Path
-    output_jsonl_fpath: Path
+    input_jsonl_fpath: str
+    output_jsonl_fpath: str
+    agent_name: str | None = None
     limit: int | None = Field(default=None, ge=0)
-    num_repeats: int = Field(default=1, ge=1)
-    num_samples_in_parallel: int = Field(default=64, ge=1)
-    responses_create_params: dict[str, Any] | None = None
+    num_repeats: int | dict[str, int] = 1
+    num_repeats_add_seed: bool = False
+    resume_from_cache: bool | None = None
+    prompt_config: str | None = None
+    num_samples_in_parallel: int | None = Field(default=None, ge=1)
+    responses_create_params: dict[str, Any] = Field(default_factory=dict)
+    # ngym has no W&B run to upload to and no per-agent /aggregate_metrics: both are accepted and change nothing.
+    upload_rollouts_to_wandb: bool = True
+    disable_aggregation: bool = False
+    skills: Any = None
+
     overwrite: bool = False
     rollout_timeout_s: float = Field(default=3600.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
@@ -52,16 +73,111 @@ class CollectArgs(BaseModel):
     ready_timeout_s: float = Field(default=600.0, gt=0)
     head_server: HeadServerArgs = HeadServerArgs()
 
+    @field_validator("num_repeats")
+    @classmethod
+    def _at_least_one(cls, value: int | dict[str, int]) -> int | dict[str, int]:
+        counts = value.values() if isinstance(value, dict) else [value]
+        if any(count < 1 for count in counts):
+            raise ValueError("every number of repeats must be at least 1")
+        return value
+
+    def refused(self) -> str | None:
+        if self.skills is not None:
+            return "+skills: NeMo Gym's run-level Agent Skills are not supported by ngym's agents"
+        if self.overwrite and self.resume_from_cache:
+            return "+overwrite=true and +resume_from_cache=true contradict each other: pass one"
+        return None
+
 
 def parse_args(args: list[str]) -> CollectArgs:
-    values = load_config(args, repo_root(), use_env_file=False).values
+    """The command line; a head_server not given there is read, as NeMo Gym reads it, from the +config_paths
+    files or env.yaml (their servers are found through the head server, so nothing else of them is needed)."""
+    own, config_paths = _split_config_paths(args)
+    values = load_config(own, repo_root(), use_env_file=False).values
+    if "head_server" not in values:
+        head = _head_server_from_files(config_paths)
+        if head is not None:
+            values["head_server"] = head
+    for key in E2E_ONLY:
+        if key in values:
+            raise ConfigError(
+                f"+{key}: an argument of NeMo Gym's end-to-end collection (`gym eval run` without --no-serve), "
+                "which starts the servers itself; ng_collect_rollouts collects from a running ng_run"
+            )
     try:
-        return CollectArgs.model_validate(values)
+        parsed = CollectArgs.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, CollectArgs, "", "invalid arguments")) from None
+    refused = parsed.refused()
+    if refused:
+        raise ConfigError(refused)
+    return parsed
 
 
-def find_agent(head: HeadServerArgs, agent_name: str, ready_timeout: float) -> str:
+def _split_config_paths(args: list[str]) -> tuple[list[str], list[str]]:
+    """NeMo Gym's docs pass ng_run's +config_paths to ng_collect_rollouts too: split them off."""
+    own: list[str] = []
+    paths: list[str] = []
+    for arg in args:
+        (override,) = parse_overrides([arg]) or (None,)
+        if override is None or override.key_or_group != CONFIG_PATHS_KEY:
+            own.append(arg)
+            continue
+        value = override.value()
+        listed = value.split(",") if isinstance(value, str) else value
+        if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+            raise ConfigError(f"{arg!r}: config_paths must be a list of file paths")
+        paths.extend(p.strip() for p in listed if p.strip())
+    return own, paths
+
+
+def _head_server_from_files(entries: list[str]) -> dict[str, Any] | None:
+    """The last head_server mapping in the files (and the files they name), or env.yaml's."""
+    head: dict[str, Any] | None = None
+    seen: set[Path] = set()
+
+    def visit(entry: str) -> None:
+        nonlocal head
+        path = resolve_path(entry, "+config_paths")
+        if path in seen:
+            return
+        seen.add(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"+config_paths: cannot read {path}: {exc}") from None
+        if not isinstance(data, dict):
+            return
+        nested = data.get(CONFIG_PATHS_KEY)
+        for inner in nested if isinstance(nested, list) else []:
+            if isinstance(inner, str):
+                visit(inner)
+        if isinstance(data.get("head_server"), dict):
+            head = dict(data["head_server"])
+
+    for entry in entries:
+        visit(entry)
+    env_file = repo_root() / ENV_FILE_NAME
+    if head is None and env_file.is_file():
+        env = yaml.safe_load(env_file.read_text(encoding="utf-8"))
+        if isinstance(env, dict) and isinstance(env.get("head_server"), dict):
+            head = dict(env["head_server"])
+    return head
+
+
+def resolve_path(given: str, what: str) -> Path:
+    """A path as NeMo Gym finds its input: absolute, else from the current directory, else from the checkout."""
+    path = Path(given).expanduser()
+    candidates = [path] if path.is_absolute() else [repo_root() / path, CHECKOUT_ROOT / path]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    looked = " and ".join(str(c) for c in dict.fromkeys(candidates))
+    raise ConfigError(f"{what}: file not found: {given!r} (looked for {looked})")
+
+
+def find_agents(head: HeadServerArgs, ready_timeout: float) -> dict[str, str]:
+    """Every agent of the running ng_run, by name."""
     host = connect_host(head.host)
 
     def say_waiting() -> None:
@@ -72,30 +188,39 @@ def find_agent(head: HeadServerArgs, agent_name: str, ready_timeout: float) -> s
 
     wait_until_ready(host, head.port, ready_timeout, say_waiting)
     servers = fetch_from_head(host, head.port, "/servers")
-    agents = {s["name"]: s for s in servers if s.get("server_type") == "responses_api_agents"}
-    if agent_name not in agents:
-        known = ", ".join(sorted(agents)) or "none"
-        raise ConfigError(f"+agent_name={agent_name}: no such agent in the running ng_run (agents: {known})")
-    return str(agents[agent_name]["url"])
+    return {str(s["name"]): str(s["url"]) for s in servers if s.get("server_type") == AGENT_TYPE and s.get("url")}
 
 
-def run(args: list[str]) -> int:
-    """ng_collect_rollouts +agent_name=... +input_jsonl_fpath=... +output_jsonl_fpath=... [+limit=N]"""
-    parsed = parse_args(args)
-    root = repo_root()
-    plan = CollectPlan(
-        agent_url=find_agent(parsed.head_server, parsed.agent_name, parsed.ready_timeout_s),
-        input_path=root / parsed.input_jsonl_fpath,
-        output_path=root / parsed.output_jsonl_fpath,
+def build_plan(parsed: CollectArgs, agent_urls: dict[str, str]) -> CollectPlan:
+    prompt = Prompt.load(resolve_path(parsed.prompt_config, "+prompt_config")) if parsed.prompt_config else None
+    source = TaskSource(
+        path=resolve_path(parsed.input_jsonl_fpath, "+input_jsonl_fpath"),
         limit=parsed.limit,
+        agent_name=parsed.agent_name,
         num_repeats=parsed.num_repeats,
-        num_samples_in_parallel=parsed.num_samples_in_parallel,
-        responses_create_params=parsed.responses_create_params,
-        overwrite=parsed.overwrite,
+        add_seed=parsed.num_repeats_add_seed,
+        params_override=parsed.responses_create_params or None,
+        prompt=prompt,
+    )
+    return CollectPlan(
+        agent_urls=agent_urls,
+        source=source,
+        # NeMo Gym writes where it is told, from the current directory; the folder is created.
+        output_path=(repo_root() / Path(parsed.output_jsonl_fpath).expanduser()).resolve(),
+        num_samples_in_parallel=parsed.num_samples_in_parallel or DEFAULT_PARALLEL,
+        overwrite=parsed.overwrite or parsed.resume_from_cache is False,
         rollout_timeout_s=parsed.rollout_timeout_s,
         max_attempts=parsed.max_attempts,
         max_consecutive_failures=parsed.max_consecutive_failures,
     )
+
+
+def run(args: list[str]) -> int:
+    """ng_collect_rollouts +input_jsonl_fpath=... +output_jsonl_fpath=... [+agent_name=...] [+limit=N]"""
+    parsed = parse_args(args)
+    # Paths first: a typo in a file name should not wait for ng_run.
+    build_plan(parsed, {})
+    plan = build_plan(parsed, find_agents(parsed.head_server, parsed.ready_timeout_s))
     summary = uvloop.run(collect(plan, sys.stderr))
     print(summary.table(summary.wall_seconds))
     print(f"output: {plan.output_path}")

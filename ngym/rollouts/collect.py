@@ -1,4 +1,4 @@
-"""Feed task rows through an agent's /run and write one scored rollout per line as each finishes."""
+"""Feed task rows through their agents' /run and write one scored rollout per line as each finishes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import orjson
 from tqdm import tqdm
 
+from ngym.config.errors import ConfigError
 from ngym.gc_tuning import tune_garbage_collector
 from ngym.http.client import HttpClient, RetryPolicy, Timeouts, UpstreamError
 from ngym.rollouts.failures import (
@@ -24,49 +25,36 @@ from ngym.rollouts.failures import (
     from_agent_answer,
     from_upstream_error,
 )
+from ngym.rollouts.keys import AGENT_REF, ROLLOUT_INDEX, TASK_INDEX, RolloutKey
 from ngym.rollouts.output import (
-    META_KEY,
     JsonlAppender,
-    done_keys,
     failures_path,
+    read_done,
     repair_partial_line,
     summary_path,
 )
 from ngym.rollouts.summary import Summary
-from ngym.rollouts.tasks import Task, check_input, iter_tasks
+from ngym.rollouts.tasks import Task, TaskCheck, TaskSource, check_tasks, iter_tasks, unused_repeat_entries
 
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
 
 
 @dataclass(frozen=True)
 class CollectPlan:
-    agent_url: str
-    input_path: Path
+    agent_urls: Mapping[str, str]  # every agent of the running ng_run: name -> URL
+    source: TaskSource
     output_path: Path
-    limit: int | None
-    num_repeats: int
-    num_samples_in_parallel: int
-    responses_create_params: dict[str, Any] | None
-    overwrite: bool
-    rollout_timeout_s: float
-    max_attempts: int
+    num_samples_in_parallel: int = 64
+    overwrite: bool = False
+    rollout_timeout_s: float = 3600.0
+    max_attempts: int = 3
     max_consecutive_failures: int = 25
 
 
 async def collect(plan: CollectPlan, log: TextIO, stop: asyncio.Event | None = None) -> Summary:
-    rows = check_input(plan.input_path, plan.limit)
-    summary = Summary(expected=rows * plan.num_repeats)
     output = plan.output_path
-    if plan.overwrite:
-        output.unlink(missing_ok=True)
-    removed = repair_partial_line(output)
-    if removed:
-        print(f"ng_collect_rollouts: removed a partial last line ({removed} bytes) left in {output}", file=log)
-    done = set(done_keys(output))
-    summary.already_done = len(done)
-    if done:
-        print(f"ng_collect_rollouts: resuming: {len(done)} rollouts already in {output} are skipped", file=log)
-
+    summary = Summary(expected=0)
+    done = _prepare_output(plan, summary, log)
     writer = JsonlAppender(output)
     failures = failures_path(output)
     failures.unlink(missing_ok=True)  # earlier failures are retried now
@@ -96,7 +84,7 @@ async def collect(plan: CollectPlan, log: TextIO, stop: asyncio.Event | None = N
     async def run_one(task: Task) -> None:
         nonlocal failure_writer
         try:
-            row = await _run_rollout(http, plan.agent_url, task)
+            row = await _run_rollout(http, plan.agent_urls[task.agent], task)
         except Exception as exc:  # every rollout ends counted: finished, or failed with its class and reason
             failure = (
                 exc
@@ -106,7 +94,7 @@ async def collect(plan: CollectPlan, log: TextIO, stop: asyncio.Event | None = N
             summary.add_failure(failure.failure_class)
             if failure_writer is None:
                 failure_writer = JsonlAppender(failures)
-            failure_writer.write({META_KEY: _meta(task), **failure.record()})
+            failure_writer.write({**_keys(task), **failure.record()})
             if in_a_row.failed(failure) and not stop.is_set():
                 print(f"\n{in_a_row.message()}", file=log)
                 stop.set()
@@ -120,7 +108,7 @@ async def collect(plan: CollectPlan, log: TextIO, stop: asyncio.Event | None = N
     try:
         async with http:
             stopper = asyncio.create_task(stop.wait())
-            for task in iter_tasks(plan.input_path, plan.limit, plan.num_repeats, plan.responses_create_params):
+            for task in iter_tasks(plan.source):
                 if task.key in done:
                     continue
                 if not await _free_slot(slots, stopper):
@@ -148,6 +136,32 @@ async def collect(plan: CollectPlan, log: TextIO, stop: asyncio.Event | None = N
         )
     summary.wall_seconds = wall
     return summary
+
+
+def _prepare_output(plan: CollectPlan, summary: Summary, log: TextIO) -> set[RolloutKey]:
+    """Check the run against the output it continues (or clear that output); return the rollouts already done."""
+    output = plan.output_path
+    if plan.overwrite:
+        check = _check(plan, set())
+        output.unlink(missing_ok=True)
+        done: set[RolloutKey] = set()
+    else:
+        removed = repair_partial_line(output)
+        if removed:
+            print(f"ng_collect_rollouts: removed a partial last line ({removed} bytes) left in {output}", file=log)
+        done = read_done(output, summary.add_earlier)
+        check = _check(plan, done)
+        if check.already_done < len(done):
+            raise ConfigError(
+                f"{output} holds {len(done) - check.already_done} rollouts that are not in this run (another "
+                "input, +limit or +num_repeats?): write to another output, or pass +overwrite=true to start afresh"
+            )
+        if done:
+            print(f"ng_collect_rollouts: resuming: {len(done)} rollouts already in {output} are skipped", file=log)
+    summary.expected = check.rollouts
+    for name in unused_repeat_entries(plan.source, check):
+        print(f"ng_collect_rollouts: warning: +num_repeats names {name!r}, which no row uses", file=log)
+    return done
 
 
 class StopSignals:
@@ -208,11 +222,26 @@ async def _run_rollout(http: HttpClient, agent_url: str, task: Task) -> dict[str
         raise RolloutFailed(AGENT, "agent /run answered with invalid JSON", result.status) from None
     if not isinstance(body, dict) or not isinstance(body.get("reward"), int | float):
         raise RolloutFailed(AGENT, "agent /run answered without a numeric 'reward'", result.status)
-    return {**body, META_KEY: _meta(task)}
+    return {**body, **_keys(task)}
 
 
-def _meta(task: Task) -> dict[str, int]:
-    return {"task_index": task.index, "repeat_index": task.repeat}
+def _keys(task: Task) -> dict[str, Any]:
+    """What NeMo Gym sets on every row it writes, over whatever the agent answered."""
+    return {TASK_INDEX: task.task_index, ROLLOUT_INDEX: task.rollout_index, AGENT_REF: task.row[AGENT_REF]}
+
+
+def _check(plan: CollectPlan, done: set[RolloutKey]) -> TaskCheck:
+    """Every row checked, and every agent the rows name running, before anything starts."""
+    check = check_tasks(plan.source, done)
+    known = ", ".join(sorted(plan.agent_urls)) or "none"
+    for name, use in check.agents.items():
+        if name not in plan.agent_urls:
+            named_by = f"its {AGENT_REF} names" if use.from_row else "+agent_name gives it"
+            raise ConfigError(
+                f"{plan.source.path}:{use.first_line}: {named_by} the agent {name!r}, which is not running in "
+                f"ng_run (its agents: {known})"
+            )
+    return check
 
 
 def _postfix(summary: Summary) -> dict[str, Any]:

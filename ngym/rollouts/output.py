@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-META_KEY = "_ngym"  # {"task_index", "repeat_index"}: identifies a rollout for resuming
+from ngym.config.errors import ConfigError
+from ngym.rollouts.keys import ROLLOUT_INDEX, TASK_INDEX, RolloutKey, rollout_key
+
+OLD_META_KEY = "_ngym"  # what ngym's rows carried before NeMo Gym's keys
 
 
 def failures_path(output: Path) -> Path:
@@ -46,17 +49,40 @@ def repair_partial_line(path: Path) -> int:
         return size - cut
 
 
-def done_keys(path: Path) -> Iterator[tuple[int, int]]:
-    """The (task, repeat) of each whole row already in an output file."""
+def read_done(path: Path, on_row: Callable[[dict[str, Any]], None] | None = None) -> set[RolloutKey]:
+    """The (task, rollout) of every row already in an output file (ours or NeMo Gym's), each row also given
+    to `on_row`. A row that cannot say which rollout it is stops the run (resuming past it would collect that
+    rollout twice), as does a rollout in the file twice."""
+    done: dict[RolloutKey, int] = {}
     if not path.is_file():
-        return
+        return set()
     with path.open("rb") as lines:
-        for line in lines:
-            try:
-                meta = orjson.loads(line).get(META_KEY) or {}
-                yield int(meta["task_index"]), int(meta["repeat_index"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        for line_no, line in enumerate(lines, start=1):
+            if not line.strip():
                 continue
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{line_no}: not valid JSON ({exc}); cannot resume this output") from None
+            key = rollout_key(row) if isinstance(row, dict) else None
+            if key is None:
+                raise ConfigError(f"{path}:{line_no}: {_not_a_rollout(row)}")
+            first = done.setdefault(key, line_no)
+            if first != line_no:
+                raise ConfigError(
+                    f"{path}:{line_no}: task {key[0]}, rollout {key[1]} is already on line {first}: a rollout must "
+                    "be in the output once; remove one of the two, or pass +overwrite=true to start afresh"
+                )
+            if on_row is not None:
+                on_row(row)
+    return set(done)
+
+
+def _not_a_rollout(row: Any) -> str:
+    fix = "write to another output, or pass +overwrite=true to start it afresh"
+    if isinstance(row, dict) and OLD_META_KEY in row:
+        return f"a row of an older ngym (`{OLD_META_KEY}`, not {TASK_INDEX}/{ROLLOUT_INDEX}): {fix}"
+    return f"the row has no whole-number {TASK_INDEX} and {ROLLOUT_INDEX}, so it cannot be resumed: {fix}"
 
 
 class JsonlAppender:

@@ -36,8 +36,17 @@ class Summary:
 
     def add(self, row: dict[str, Any]) -> None:
         self.finished += 1
+        self._add_fields(row)
+
+    def add_earlier(self, row: dict[str, Any]) -> None:
+        """A row an earlier run (ours or NeMo Gym's) left in the output: counted, and in the field stats."""
+        self.already_done += 1
+        self._add_fields(row)
+
+    def _add_fields(self, row: dict[str, Any]) -> None:
         for key, value in row.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            # Underscored keys (_ng_task_index, _ng_rollout_index) are bookkeeping, not measurements.
+            if isinstance(value, int | float) and not isinstance(value, bool) and not key.startswith("_"):
                 self.fields.setdefault(key, FieldStats()).add(float(value))
 
     def add_failure(self, failure_class: str) -> None:
@@ -94,5 +103,6 @@ class Summary:
                     f"{key.ljust(width)}  {s.count:>7}  {s.mean:>10.4f}  {s.minimum:>10.4f}  {s.maximum:>10.4f}"
                 )
         if self.failed:
-            lines.append(f"note: means are over the {self.finished} finished rollouts; {self.failed} failed")
+            scored = self.finished + self.already_done
+            lines.append(f"note: means are over the {scored} finished rollouts; {self.failed} failed")
         return "\n".join(lines)

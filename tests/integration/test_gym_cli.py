@@ -78,7 +78,8 @@ def test_eval_run_starts_the_servers_collects_the_agents_dataset_and_stops(
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(rows) == 2 and all(isinstance(row["reward"], float) for row in rows)
     assert "starting the servers" in result.stderr
-    ports = [int(line.rsplit(":", 1)[1].split()[0]) for line in result.stdout.splitlines() if "http://127.0.0.1:" in line]
+    table = [line for line in result.stdout.splitlines() if "http://127.0.0.1:" in line]
+    ports = [int(line.rsplit(":", 1)[1].split()[0]) for line in table]
     assert len(ports) >= 3 and not any(answers(f"http://127.0.0.1:{port}") for port in ports), result.stdout
 
 

@@ -221,7 +221,8 @@ def test_ctrl_c_during_collection_keeps_whole_finished_rollouts_and_resume_compl
         "+agent_name=simple_weather_simple_agent",
         "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
         f"+output_jsonl_fpath={output}",
-        "+limit=40",
+        "+limit=10",
+        "+num_repeats=4",
         "+num_samples_in_parallel=4",
     ]
     with StandinServer(StandinScript()) as slow, GymProcess(ROOT, SEED_CONFIG_PATHS, env(slow),
@@ -243,8 +244,9 @@ def test_ctrl_c_during_collection_keeps_whole_finished_rollouts_and_resume_compl
         slow.script.down = None
         resumed = gym.collect(*args)
     assert f"(+{len(done)} from earlier runs)" in resumed.stdout
-    keys = [tuple(json.loads(line)["_ngym"].values()) for line in output.read_text().split("\n") if line]
-    assert sorted(keys) == [(i, 0) for i in range(40)]
+    rows = [json.loads(line) for line in output.read_text().split("\n") if line]
+    keys = [(row["_ng_task_index"], row["_ng_rollout_index"]) for row in rows]
+    assert sorted(keys) == [(task, rollout) for task in range(10) for rollout in range(4)]
 
 
 async def test_200_sessions_on_two_vllm_servers_stay_put_spread_evenly_and_survive_one_dying(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def test_seed_flow_collects_ten_scored_rollouts_and_stops_cleanly(vllm_server: V
 
     rows = read_rows(output)
     assert len(rows) == 10
-    assert sorted(row["_ngym"]["task_index"] for row in rows) == list(range(10))
+    assert sorted((row["_ng_task_index"], row["_ng_rollout_index"]) for row in rows) == [(i, 0) for i in range(10)]
     for row in rows:
         assert isinstance(row["reward"], float)
         assert row["response"]["object"] == "response" and row["response"]["output"]
@@ -114,7 +114,7 @@ def test_two_base_urls_share_the_sessions(
     with GymProcess(ROOT, SEED_CONFIG_PATHS, env_overrides(urls, vllm_server.model_name)) as gym:
         # One rollout at a time: both servers are always idle when a session starts, so new sessions must
         # alternate (under load, least-loaded placement favours whichever server is faster).
-        gym.collect(*SEED_COLLECT[:2], "+limit=20", "+num_samples_in_parallel=1", f"+output_jsonl_fpath={output}")
+        gym.collect(*SEED_COLLECT, "+num_repeats=2", "+num_samples_in_parallel=1", f"+output_jsonl_fpath={output}")
     rows = read_rows(output)
     assert len(rows) == 20
     served = [request_count(vllm_server) - before[0], request_count(second_vllm_server) - before[1]]

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from ngym.http.app import error_response, serve_in_background
 from ngym.rollouts.collect import CollectPlan, StopSignals, collect
 from ngym.rollouts.output import failures_path
+from ngym.rollouts.tasks import TaskSource
 
 ROW = {"responses_create_params": {"input": "hi"}}
 
@@ -47,7 +48,14 @@ async def agent(request: pytest.FixtureRequest) -> AsyncIterator[str]:
 def plan(tmp_path: Path, agent_url: str) -> CollectPlan:
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_bytes(b"\n".join(orjson.dumps(ROW) for _ in range(3)) + b"\n")
-    return CollectPlan(agent_url, tasks, tmp_path / "out.jsonl", None, 1, 2, None, False, 30.0, 2)
+    return CollectPlan(
+        {"agent": agent_url},
+        TaskSource(tasks, agent_name="agent"),
+        tmp_path / "out.jsonl",
+        num_samples_in_parallel=2,
+        rollout_timeout_s=30.0,
+        max_attempts=2,
+    )
 
 
 @pytest.mark.parametrize("agent", [broken_header, reset], indirect=True, ids=["unreadable-answer", "reset"])
