@@ -39,7 +39,13 @@ def chat_response_to_response(
 def context_length_response(request: JSON, model: str) -> JSON:
     """Empty incomplete Response (status 'incomplete', incomplete_details.reason 'max_output_tokens',
     one empty assistant message item, usage zeros)."""
-    return _response(request, model, [_message_item("")], "length", _usage(None))
+    return empty_response(request, model, "length")
+
+
+def empty_response(request: JSON, model: str, finish_reason: str) -> JSON:
+    """A Response with one empty assistant message for a turn vLLM was not asked to generate: `length` (the
+    prompt does not fit) or `content_filter` (a turn of only thinking, with `sequential_reasoning_allowed: false`)."""
+    return _response(request, model, [_message_item("")], finish_reason, _usage(None))
 
 
 def _reasoning_item(reasoning: str) -> JSON:
@@ -159,6 +165,11 @@ def needs_prompt_token_ids(chat: JSON, opts: ConversionOptions) -> bool:
 
 def context_length_chat_response(model: str) -> JSON:
     """Chat completion with one choice, empty assistant content, finish_reason 'length'."""
+    return empty_chat_response(model, "length")
+
+
+def empty_chat_response(model: str, finish_reason: str) -> JSON:
+    """Chat completion with one choice, empty assistant content and the given finish_reason (see empty_response)."""
     return {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion",
@@ -169,7 +180,7 @@ def context_length_chat_response(model: str) -> JSON:
                 "index": 0,
                 "message": {"role": "assistant", "content": ""},
                 "logprobs": None,
-                "finish_reason": "length",
+                "finish_reason": finish_reason,
             }
         ],
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},

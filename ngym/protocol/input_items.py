@@ -1,14 +1,14 @@
 """Responses `instructions` and `input` items -> Chat Completions messages.
 
 A run of consecutive reasoning, assistant message and function_call items becomes ONE assistant message;
-the reasoning format decides where its thinking goes, the token-data mode whether its token data comes back.
+the history format decides where its thinking goes, the token-data mode whether its token data comes back.
 """
 
 from typing import Any
 
 from ngym.protocol.errors import STATELESS, ConversionError
 from ngym.protocol.options import ConversionOptions
-from ngym.protocol.reasoning import ReasoningFormat
+from ngym.protocol.reasoning import HistoryFormat
 from ngym.protocol.shapes import JSON, TokenFields
 
 _INPUT_ROLES = frozenset({"user", "system", "developer"})
@@ -28,7 +28,7 @@ def input_to_messages(body: JSON, opts: ConversionOptions) -> list[JSON]:
         return messages
     if not isinstance(items, list):
         raise ConversionError("must be a string or a list of input items", "input")
-    reasoning = opts.reasoning
+    reasoning = opts.history
     tokens = opts.tokens
     turn: _AssistantTurn | None = None
     for index, item in enumerate(items):
@@ -76,7 +76,7 @@ class _AssistantTurn:
         self.tool_calls: list[JSON] = []
         self.tokens: TokenFields | None = None
 
-    def add_text(self, text: str, reasoning: ReasoningFormat) -> None:
+    def add_text(self, text: str, reasoning: HistoryFormat) -> None:
         text, thought = reasoning.cut(text)
         if thought:
             self.reasoning.append(thought)
@@ -93,7 +93,7 @@ class _AssistantTurn:
                 f"input[{index}]",
             )
 
-    def message(self, reasoning: ReasoningFormat) -> JSON:
+    def message(self, reasoning: HistoryFormat) -> JSON:
         # Content is "" rather than None when there are only tool calls: every chat template renders "",
         # while a template that prints content unguarded would render None as the text "None".
         message: JSON = {"role": "assistant"}

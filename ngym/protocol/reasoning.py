@@ -1,5 +1,6 @@
-"""Thinking text: `<think>...</think>` blocks in content, vLLM's separate reasoning fields, and the two
-reasoning formats one of which the model server chooses at start-up from `uses_reasoning_parser`."""
+"""Thinking text: `<think>...</think>` blocks in content, vLLM's separate reasoning fields, the two reasoning
+formats of vLLM's answers (chosen at start-up from `uses_reasoning_parser`) and the three formats of the history
+sent back to vLLM (chosen from that, `uses_interleaved_reasoning` and `preserve_reasoning_in_assistant_content`)."""
 
 from typing import Any, Protocol
 
@@ -47,12 +48,8 @@ def message_reasoning(message: dict[str, Any]) -> str:
     return value if isinstance(value, str) else ""
 
 
-class ReasoningFormat(Protocol):
-    """Where thinking lives in the chat messages exchanged with vLLM. Stateless: one instance serves every
-    request. A reasoning field vLLM sends is read in either format (`message_reasoning`)."""
-
-    # Whether `answer_to_caller` changes anything (if not, and token data is off, a Chat answer passes as is).
-    edits_caller_answer: bool
+class HistoryFormat(Protocol):
+    """Where the thinking of earlier assistant turns goes in the messages sent to vLLM. Stateless."""
 
     def cut(self, text: str) -> tuple[str, str]:
         """(text, thinking) of text the model wrote: vLLM's answer content or an assistant history message."""
@@ -65,6 +62,15 @@ class ReasoningFormat(Protocol):
     def history_to_vllm(self, message: JSON) -> JSON:
         """A Chat caller's assistant history message as vLLM should see it (the same object if unchanged)."""
         ...
+
+
+class ReasoningFormat(HistoryFormat, Protocol):
+    """Where thinking lives in the chat messages exchanged with vLLM. Stateless: one instance serves every
+    request. A reasoning field vLLM sends is read in either format (`message_reasoning`). Its history methods are
+    the default history format for the same parser setting."""
+
+    # Whether `answer_to_caller` changes anything (if not, and token data is off, a Chat answer passes as is).
+    edits_caller_answer: bool
 
     def answer_to_caller(self, message: JSON) -> None:
         """vLLM's answer message as the Chat caller should see it; `message` is our own copy, changed in place."""
@@ -139,13 +145,49 @@ class InlineReasoning:
         return None
 
 
+class DroppedReasoning:
+    """History only (`uses_interleaved_reasoning: false`): earlier turns go back without their thinking, for
+    models that never see their past reasoning. `<think>` blocks are cut out of the content and the reasoning
+    fields are left out."""
+
+    __slots__ = ()
+
+    def cut(self, text: str) -> tuple[str, str]:
+        return split_think(text)
+
+    def fill_history(self, message: JSON, reasoning: str, text: str) -> None:
+        message["content"] = text
+
+    def history_to_vllm(self, message: JSON) -> JSON:
+        content = message.get("content")
+        if isinstance(content, str) and THINK_OPEN in content:
+            content, _ = split_think(content)
+        elif isinstance(content, list):
+            content, _ = _cut_think_parts(content)
+        if content is message.get("content") and "reasoning" not in message and "reasoning_content" not in message:
+            return message
+        new = {key: value for key, value in message.items() if key not in ("reasoning", "reasoning_content")}
+        new["content"] = content
+        return new
+
+
 SEPARATE_REASONING = SeparateReasoning()
 INLINE_REASONING = InlineReasoning()
+DROPPED_REASONING = DroppedReasoning()
 
 
 def reasoning_format(uses_reasoning_parser: bool) -> ReasoningFormat:
     """The format for a vLLM that runs a reasoning parser (or not): chosen once, at start-up."""
     return SEPARATE_REASONING if uses_reasoning_parser else INLINE_REASONING
+
+
+def history_format(uses_reasoning_parser: bool, interleaved: bool = True, preserve: bool = False) -> HistoryFormat:
+    """How earlier turns' thinking goes back to vLLM, as NeMo Gym's settings say: without a reasoning parser, or
+    with `preserve_reasoning_in_assistant_content`, as the model wrote it (`<think>` in content); otherwise in the
+    reasoning fields (`uses_interleaved_reasoning`, the default) or not at all."""
+    if not uses_reasoning_parser or preserve:
+        return INLINE_REASONING
+    return SEPARATE_REASONING if interleaved else DROPPED_REASONING
 
 
 def _cut_think_parts(parts: list[Any]) -> tuple[list[Any], str]:

@@ -217,4 +217,17 @@ def _upstream_message(message: JSON, index: int, opts: ConversionOptions) -> JSO
         return message
     # Checked only: a Chat caller's assistant message carries its token data back as it is.
     opts.tokens.history_fields(message, "messages", index)
-    return opts.reasoning.history_to_vllm(message)
+    return opts.history.history_to_vllm(message)
+
+
+def ends_in_thinking_only(messages: list[Any]) -> bool:
+    """Whether the conversation ends in an assistant turn with no text and no tool calls (only thinking, which the
+    history format moved out of the content or dropped): with `sequential_reasoning_allowed: false` the model is
+    not called again to think more."""
+    last = messages[-1] if messages else None
+    return (
+        isinstance(last, dict)
+        and last.get("role") == "assistant"
+        and not last.get("content")
+        and not last.get("tool_calls")
+    )

@@ -30,8 +30,10 @@ class TokenData:
         }
 
 
-def add_token_request_flags(body: JSON) -> None:
-    """Ask vLLM for inline token IDs and the sampled tokens' log-probabilities (`body` is our own copy).
+def add_token_request_flags(body: JSON, inline_ids: bool = True) -> None:
+    """Ask vLLM for the sampled tokens' IDs and log-probabilities (`body` is our own copy); with `inline_ids`
+    (`request_prompt_and_generation_token_ids`) the prompt's and generation's IDs inline too, else the prompt's
+    come from `/tokenize`.
 
     The conversion functions do not call this: the model server does, after its configured
     `sampling_overrides` are applied, so that these flags always win.
@@ -39,7 +41,8 @@ def add_token_request_flags(body: JSON) -> None:
     body["logprobs"] = True
     if body.get("top_logprobs") is None:
         body["top_logprobs"] = 0
-    body["return_token_ids"] = True
+    if inline_ids:
+        body["return_token_ids"] = True
     body["return_tokens_as_token_ids"] = True
 
 

@@ -2,12 +2,14 @@
 
     .venv/bin/python -m ngym.testing.record_vllm [--out DIR] [--model-dir DIR] [--python PATH] [--only GLOB ...]
 
-Starts real vLLM (CPU build) on the tiny model twice: once with the tool-call and reasoning parsers and
-``--enable-scale-out`` (most cases, the token routes render -> generate -> derender among them), once with
-``--api-key``, no reasoning parser and no ``--enable-scale-out`` (401, open routes, plain content, the token
-routes switched off). ``--only`` records just the cases whose names match (and the cases they are built from);
-a server none of them needs is not started. Only volatile values (ids, timestamps) are normalised, in requests
-built from earlier answers too; every key, type and nesting level is kept as vLLM sent it.
+Starts real vLLM (CPU build) on the tiny model twice: once with the tool-call and reasoning parsers,
+``--enable-scale-out`` and ``--trust-request-chat-template`` (most cases, the token routes render -> generate ->
+derender among them), once with ``--api-key``, no reasoning parser, no ``--enable-scale-out`` and no trusted
+request templates (401, open routes, plain content, the token routes switched off, a request template refused).
+The text-completions, Responses and (de)tokenize cases are in ``record_cases_completions``. ``--only`` records
+just the cases whose names match (and the cases they are built from); a server none of them needs is not started.
+Only volatile values (ids, timestamps) are normalised, in requests built from earlier answers too; every key,
+type and nesting level is kept as vLLM sent it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 RECORDINGS_DIR = REPO_ROOT / "tests" / "data" / "vllm_recordings"
 DEFAULT_MODEL_DIR = REPO_ROOT / ".cache" / "tiny-model"
 SCALE_OUT_ARGS: tuple[str, ...] = ("--enable-scale-out",)
+TRUST_TEMPLATE_ARGS: tuple[str, ...] = ("--trust-request-chat-template",)
 API_KEY = "test-key"
 WRONG_API_KEY = "wrong-key"
 RECORDED_HEADERS = ("content-type", "www-authenticate")
@@ -677,10 +680,10 @@ def shape_mismatches(recorded: Any, actual: Any, path: str = "$") -> list[str]:
 
 # -- normalisation -------------------------------------------------------------------------------------------
 _VOLATILE_ID = re.compile(
-    r"^((?:generate-tokens-)?(?:chatcmpl-tool-|chatcmpl-|modelperm-|cmpl-))([0-9a-f]+)$"
+    r"^((?:generate-tokens-)?(?:chatcmpl-tool-|chatcmpl-|modelperm-|cmpl-|resp_|rs_|msg_|fc_|call_))([0-9a-f]+)$"
     r"|^(generate-tokens-|)([0-9a-f]{16})$"  # vLLM's random_uuid(): derender's tool-call ids, request ids
 )
-_ID_KEYS = ("id", "request_id")
+_ID_KEYS = ("id", "request_id", "call_id")
 _FINGERPRINT = re.compile(r"^(vllm-[0-9.]+-)([0-9a-f]+)$")
 
 
@@ -689,7 +692,7 @@ def _normalise(value: Any, model_dir: str, key: str | None = None) -> Any:
         return {k: _normalise(v, model_dir, k) for k, v in value.items()}
     if isinstance(value, list):
         return [_normalise(v, model_dir) for v in value]
-    if key == "created" and isinstance(value, int):
+    if key in ("created", "created_at") and isinstance(value, int):
         return FIXED_CREATED
     if isinstance(value, str):
         if key in _ID_KEYS and (m := _VOLATILE_ID.match(value)):
@@ -768,8 +771,11 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = ensure_tiny_model(args.model_dir, args.python)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    main_cases = select([*main_server_cases(), *token_cases()], args.only)
-    key_cases = select([*api_key_server_cases(), *no_scale_out_cases()], args.only)
+    # Imported here: those cases are built from this module's Case.
+    from ngym.testing.record_cases_completions import completions_cases, untrusted_template_cases
+
+    main_cases = select([*main_server_cases(), *token_cases(), *completions_cases()], args.only)
+    key_cases = select([*api_key_server_cases(), *no_scale_out_cases(), *untrusted_template_cases()], args.only)
     if not main_cases and not key_cases:
         print(f"no case matches {args.only}", file=sys.stderr)
         return 2
@@ -780,7 +786,7 @@ def main(argv: list[str] | None = None) -> int:
             python=args.python,
             served_model_name=SERVED_MODEL_NAME,
             reasoning_parser="deepseek_r1",
-            extra_args=STRUCTURED_OUTPUTS_IN_REASONING + SCALE_OUT_ARGS,
+            extra_args=STRUCTURED_OUTPUTS_IN_REASONING + SCALE_OUT_ARGS + TRUST_TEMPLATE_ARGS,
         )
         with main_server.start():
             print(f"vLLM (parsers, scale-out) ready in {main_server.ready_seconds:.1f}s")

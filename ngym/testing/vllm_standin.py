@@ -2,8 +2,9 @@
 
 Wire shapes follow vLLM 0.32 exactly (checked against ``tests/data/vllm_recordings`` by
 ``tests/unit/test_standin_matches_recordings.py``). Routes: ``GET /health``, ``GET /v1/models``,
-``POST /tokenize``, ``POST /v1/chat/completions``, ``GET /version``, and the ``--enable-scale-out`` token routes
-(render, generate, derender) of :mod:`ngym.testing.standin_tokens`.
+``POST /tokenize``, ``POST /v1/chat/completions``, ``GET /version``, the ``--enable-scale-out`` token routes
+(render, generate, derender) of :mod:`ngym.testing.standin_tokens`, and ``/v1/completions``, ``/v1/responses`` and
+``/detokenize`` of :mod:`ngym.testing.standin_completions`.
 
 Behaviour, driven by a mutable :class:`StandinScript`:
 - default: a fixed text reply; the common case is served from prebuilt byte templates (it is also the
@@ -54,6 +55,11 @@ VLLM_VERSION = "0.32.0"
 DEFAULT_MAX_MODEL_LEN = 32768  # the byte-level fake tokeniser makes prompts long; 1024 would trip often
 DEFAULT_REPLY = "Hello! How can I help you?"
 DEFAULT_TOOL_ANSWER = "It is sunny in SF."
+DEFAULT_COMPLETION = " The answer is 4."
+UNTRUSTED_TEMPLATE_MESSAGE = (
+    "Chat template is passed with request, but --trust-request-chat-template is not set. Refused request with "
+    "untrusted chat template."
+)
 CHAT_PATH = "/v1/chat/completions"
 GUARDED_PREFIXES = ("/v1", "/v2", "/inference")  # vLLM's --api-key guards these only (not /health, /tokenize)
 UNAUTHORIZED_BODY: dict[str, Any] = {"error": "Unauthorized"}
@@ -305,8 +311,12 @@ class StandinScript:
     api_key: str | None = None
     check_model: bool = True
     scale_out: bool = True  # like --enable-scale-out; False: the token routes answer vLLM's 403
+    # What /v1/completions generates (a base model continuing a prompt), then its end-of-text token.
+    completion_text: str = DEFAULT_COMPLETION
+    trust_request_chat_template: bool = True  # like --trust-request-chat-template; False: vLLM's 400
     down: Fault | None = None  # applied to every request on every route while set
-    faults: deque[Fault] = field(default_factory=deque)  # consumed one per chat or generate request
+    # Consumed one per model call: chat, generate, completions, responses.
+    faults: deque[Fault] = field(default_factory=deque)
     log: RequestLog = field(default_factory=RequestLog)
 
     def inject(self, *faults: Fault) -> None:
@@ -506,6 +516,7 @@ class StandinApp:
         self._template_completion_tokens = 0
         # Imported here: standin_tokens and the chat checks build on this module.
         from ngym.testing.standin_chat_checks import checked_chat_request
+        from ngym.testing.standin_completions import CompletionsRoutes
         from ngym.testing.standin_tokens import TokenRoutes
 
         self._checked_chat_request = checked_chat_request
@@ -518,6 +529,7 @@ class StandinApp:
                 Route("/tokenize", self.tokenize, methods=["POST"]),
                 Route(CHAT_PATH, self.chat, methods=["POST"]),
                 *TokenRoutes(self).routes(),
+                *CompletionsRoutes(self).routes(),
             ]
         )
 
@@ -592,6 +604,8 @@ class StandinApp:
         if early is not None:
             return early
         req = orjson.loads(raw)
+        if req.get("chat_template") is not None and not self.script.trust_request_chat_template:
+            return _json(vllm_error_body(400, UNTRUSTED_TEMPLATE_MESSAGE), 400)
         if "messages" in req:
             text = render_chat(req["messages"], req.get("tools"), req.get("add_generation_prompt", True))
         else:

@@ -1,19 +1,23 @@
 """vllm_model: the Responses and Chat Completions APIs in front of one or more vLLM servers.
 
-Per request: convert (pure, ngym.protocol), complete the turn on the session's vLLM server (paths.py: one chat
-completion; exact_path.py: render, generate, derender), convert back. The upstream client owns server choice,
-retries and failover. Everything that can be computed once (headers, paths, option objects) is done at start-up.
+Per request: convert (pure, ngym.protocol), apply the configured settings (outbound.py) and the audio side
+channel (audio.py), complete the turn on the session's vLLM server, convert back. How a turn is completed is
+chosen once, at start-up: one chat completion (paths.py), the token-exact path (exact_path.py), or one text
+completion (completions_path.py); with `is_responses_native`, `/v1/responses` is vLLM's own (responses_native.py).
+`POST /loglikelihood` scores continuations (loglikelihood.py). The upstream client owns server choice, retries and
+failover. Everything that can be computed once (headers, paths, option objects) is done at start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 from ngym.http.app import HttpError, json_response, read_json_object
 from ngym.http.client import HttpClient, RetryPolicy, Timeouts
@@ -22,74 +26,36 @@ from ngym.protocol.answers import (
     chat_response_to_response,
     context_length_chat_response,
     context_length_response,
+    empty_chat_response,
+    empty_response,
 )
 from ngym.protocol.errors import ConversionError
 from ngym.protocol.options import ConversionOptions
-from ngym.protocol.requests import chat_request_to_upstream, responses_to_chat_request
-from ngym.protocol.tokens import TokenDataError, add_token_request_flags
-from ngym.servers.base import ServerConfig, ServerContext, StartupError
+from ngym.protocol.requests import chat_request_to_upstream, ends_in_thinking_only, responses_to_chat_request
+from ngym.protocol.shapes import JSON
+from ngym.protocol.tokens import TokenDataError
+from ngym.servers.base import ServerContext, StartupError
 from ngym.servers.model import ModelServer
 from ngym.upstream.client import SESSION_HEADER, UpstreamClient
 from ngym.upstream.pool import UPSTREAM_COOKIE, Session, Upstream, UpstreamPool, parse_session_cookie
+from responses_api_models.vllm_model.audio import AudioChannel
+from responses_api_models.vllm_model.completions_path import CompletionsPath
+from responses_api_models.vllm_model.config import VllmModelConfig
 from responses_api_models.vllm_model.exact_path import ExactTokenPath, template_settings
+from responses_api_models.vllm_model.loglikelihood import LikelihoodScorer
+from responses_api_models.vllm_model.outbound import Outbound
 from responses_api_models.vllm_model.paths import ChatPath, Completion, CompletionPath
+from responses_api_models.vllm_model.responses_native import NativeResponses
 from responses_api_models.vllm_model.startup_checks import (
     SCALE_OUT_FLAG,
+    check_chat_template,
     check_served_model,
     missing_token_endpoints,
     token_endpoints_advice,
 )
+from responses_api_models.vllm_model.tokenizer_template import TemplateNotFound, load_chat_template
 
-TokenExact = Literal["auto", "require", "never"]
-
-
-class VllmModelConfig(ServerConfig):
-    base_url: str | list[str] = Field(description="vLLM endpoint(s), each ending in /v1")
-    api_key: SecretStr | None = None
-    model: str
-    return_token_id_information: bool = False
-    # The token-exact path for training prompts (vLLM's --enable-scale-out endpoints): used when every server
-    # has them (auto), demanded (require), or not used (never).
-    token_exact: TokenExact = "auto"
-    uses_reasoning_parser: bool = True
-    replace_developer_role_with_system: bool = False
-    chat_template_kwargs: dict[str, Any] | None = None
-    extra_body: dict[str, Any] | None = None
-    sampling_overrides: dict[str, Any] | None = None
-    default_headers: dict[str, str] | None = None
-    request_timeout_s: float = Field(default=600.0, gt=0)
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    max_retries: int = Field(default=3, ge=0)
-    retry_deadline_s: float = Field(default=900.0, gt=0)
-    startup_check_timeout_s: float = Field(default=10.0, gt=0)
-    health_check_interval_s: float = Field(default=2.0, gt=0)
-
-    @field_validator("base_url")
-    @classmethod
-    def _check_base_urls(cls, value: str | list[str]) -> str | list[str]:
-        urls = [value] if isinstance(value, str) else value
-        if not urls:
-            raise ValueError("needs at least one URL")
-        for url in urls:
-            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http(s) URL such as http://localhost:8000/v1")
-            if not url.rstrip("/").endswith("/v1"):
-                raise ValueError(f"{url!r} must end in /v1, e.g. {url.rstrip('/')}/v1")
-        return value
-
-    @model_validator(mode="after")
-    def _check_token_exact(self) -> VllmModelConfig:
-        if self.token_exact == "require" and not self.return_token_id_information:
-            raise ValueError(
-                "token_exact: require needs return_token_id_information: true (token-exact prompts are built from "
-                "the token IDs each turn returns)"
-            )
-        return self
-
-    @property
-    def base_urls(self) -> list[str]:
-        urls = [self.base_url] if isinstance(self.base_url, str) else self.base_url
-        return [url.rstrip("/") for url in urls]
+__all__ = ["VllmModel", "VllmModelConfig"]
 
 
 class VllmModel(ModelServer[VllmModelConfig]):
@@ -114,21 +80,60 @@ class VllmModel(ModelServer[VllmModelConfig]):
             uses_reasoning_parser=config.uses_reasoning_parser,
             replace_developer_role_with_system=config.replace_developer_role_with_system,
             return_token_id_information=config.return_token_id_information,
+            uses_interleaved_reasoning=config.uses_interleaved_reasoning,
+            preserve_reasoning_in_assistant_content=config.preserve_reasoning_in_assistant_content,
+            sequential_reasoning_allowed=config.sequential_reasoning_allowed,
         )
+        self.stops_at_thinking = not config.sequential_reasoning_allowed
+        self.outbound = Outbound(config, token_flags=config.return_token_id_information)
         self.chat_path = ChatPath(self.client, config.model, config.return_token_id_information)
+        self.completions: CompletionsPath | None = None
         self.path: CompletionPath = self.chat_path
+        self.audio: AudioChannel | None = AudioChannel(config.audio_root)
+        if config.use_completions_api:
+            self.completions = CompletionsPath(
+                self.client,
+                config.model,
+                render=config.render_chat_template,
+                chat_template=None,
+                token_data=config.return_token_id_information,
+            )
+            self.path = self.completions
+            self.audio = None  # /v1/completions is text-only: the completions path refuses audio
+        self.native = NativeResponses(self.client, config.model, self.outbound) if config.is_responses_native else None
+        self.scorer = LikelihoodScorer(
+            self.client,
+            config.model,
+            max_context_tokens=config.max_context_tokens,
+            seed=config.likelihood_seed,
+            add_special_tokens=config.likelihood_add_special_tokens,
+            renderer=self.completions if config.render_chat_template else None,
+            chat_template_kwargs=config.chat_template_kwargs,
+        )
 
     @property
     def pool(self) -> UpstreamPool:
         return self.client.pool
 
+    def routes(self) -> list[BaseRoute]:
+        return [*super().routes(), Route("/loglikelihood", self.loglikelihood, methods=["POST"])]
+
     async def startup(self) -> None:
         config = self.config
         timeout = config.startup_check_timeout_s
-        served = await asyncio.gather(
-            *(check_served_model(self.client, u, config.model, timeout) for u in self.client.upstreams)
-        )
-        if config.return_token_id_information and config.token_exact != "never":
+        upstreams = self.client.upstreams
+        served = await asyncio.gather(*(check_served_model(self.client, u, config.model, timeout) for u in upstreams))
+        if self.completions is not None and config.render_chat_template:
+            if config.tokenizer is not None and config.tokenizer != config.model:
+                try:
+                    self.completions.chat_template = load_chat_template(config.tokenizer)
+                except TemplateNotFound as exc:
+                    raise StartupError(str(exc)) from None
+            template = self.completions.chat_template
+            await asyncio.gather(
+                *(check_chat_template(self.client, u, config.model, template, timeout) for u in upstreams)
+            )
+        if config.return_token_id_information and config.token_exact != "never" and self.completions is None:
             self.path = await self._exact_path_if_served([s.max_model_len for s in served]) or self.path
         self.client.start()
 
@@ -174,12 +179,17 @@ class VllmModel(ModelServer[VllmModelConfig]):
 
     async def responses(self, request: Request) -> Response:
         body = await read_json_object(request)
-        try:
-            payload = responses_to_chat_request(body, self.config.model, self.options)
-        except ConversionError as exc:
-            raise HttpError(422, str(exc), param=exc.param) from None
         session = _session(request)
-        done = await self.path.complete(self._apply_config(payload), session)
+        if self.native is not None:
+            try:
+                native, upstream = await self.native.respond(body, session)
+            except ConversionError as exc:
+                raise HttpError(422, str(exc), param=exc.param) from None
+            return self._reply(native, session, upstream)
+        payload = await self._prepare(responses_to_chat_request, body)
+        if self.stops_at_thinking and ends_in_thinking_only(payload["messages"]):
+            return json_response(empty_response(body, self.config.model, "content_filter"))
+        done = await self._complete(payload, session)
         if done.chat is None:
             answer = context_length_response(body, self.config.model)
         else:
@@ -191,12 +201,11 @@ class VllmModel(ModelServer[VllmModelConfig]):
 
     async def chat_completions(self, request: Request) -> Response:
         body = await read_json_object(request)
-        try:
-            payload = chat_request_to_upstream(body, self.config.model, self.options)
-        except ConversionError as exc:
-            raise HttpError(422, str(exc), param=exc.param) from None
         session = _session(request)
-        done = await self.path.complete(self._apply_config(payload), session)
+        payload = await self._prepare(chat_request_to_upstream, body)
+        if self.stops_at_thinking and ends_in_thinking_only(payload["messages"]):
+            return json_response(empty_chat_response(self.config.model, "content_filter"))
+        done = await self._complete(payload, session)
         if done.chat is None:
             answer = context_length_chat_response(self.config.model)
         else:
@@ -210,25 +219,29 @@ class VllmModel(ModelServer[VllmModelConfig]):
         model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "ngym"}
         return json_response({"object": "list", "data": [model]})
 
+    async def loglikelihood(self, request: Request) -> Response:
+        body = await read_json_object(request)
+        session = _session(request)
+        answer, upstream = await self.scorer.score(body, session)
+        return json_response(answer) if upstream is None else self._reply(answer, session, upstream)
+
     # --- helpers ------------------------------------------------------------------------------------------
 
-    def _apply_config(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """The configured template kwargs, extra fields and sampling overrides; the token flags last, so that
-        no override can switch off the log-probs training needs."""
-        config = self.config
-        if config.chat_template_kwargs:
-            payload["chat_template_kwargs"] = {
-                **config.chat_template_kwargs,
-                **(payload.get("chat_template_kwargs") or {}),
-            }
-        if config.extra_body:
-            for key, value in config.extra_body.items():
-                payload.setdefault(key, value)
-        if config.sampling_overrides:
-            payload.update(config.sampling_overrides)
-        if config.return_token_id_information:
-            add_token_request_flags(payload)
+    async def _prepare(self, convert: Callable[[JSON, str, ConversionOptions], JSON], body: JSON) -> JSON:
+        """The request for vLLM: converted, the configured settings applied, the row's audio spliced in."""
+        try:
+            payload = self.outbound.apply(convert(body, self.config.model, self.options))
+            if self.audio is not None:
+                payload = await self.audio.splice(payload)
+        except ConversionError as exc:
+            raise HttpError(422, str(exc), param=exc.param) from None
         return payload
+
+    async def _complete(self, payload: JSON, session: Session) -> Completion:
+        try:
+            return await self.path.complete(payload, session)
+        except ConversionError as exc:  # what the completions path cannot send (raw-mode rules, audio)
+            raise HttpError(422, str(exc), param=exc.param) from None
 
     def _reply(self, answer: dict[str, Any], session: Session, upstream: Upstream) -> Response:
         response = json_response(answer)

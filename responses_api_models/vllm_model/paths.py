@@ -76,14 +76,26 @@ class ChatPath:
         return Completion(chat, answer.upstream, prompt_ids)
 
     async def _tokenize(self, payload: JSON, session: Session) -> list[int]:
-        request = {"model": self.model, "messages": payload["messages"], "add_generation_prompt": True}
-        for key in ("tools", "chat_template_kwargs"):
-            if key in payload:
-                request[key] = payload[key]
-        answer = await post_json(self.client, session, TOKENIZE_PATH, request)
-        if not answer.result.ok:
-            raise upstream_http_error(answer.upstream, answer.result.status, answer.result.body, TOKENIZE_PATH)
-        tokens = json_or_empty(answer.result.body).get("tokens")
-        if not isinstance(tokens, list):
-            raise HttpError(502, f"vLLM at {answer.upstream.shown_url(TOKENIZE_PATH)} answered without 'tokens'")
-        return tokens
+        return await tokenize(self.client, session, chat_tokenize_request(self.model, payload))
+
+
+def chat_tokenize_request(model: str, payload: JSON, chat_template: str | None = None) -> JSON:
+    """The /tokenize body that renders a chat request's prompt as its chat completion would."""
+    request: JSON = {"model": model, "messages": payload["messages"], "add_generation_prompt": True}
+    for key in ("tools", "chat_template_kwargs", "chat_template", "mm_processor_kwargs"):
+        if payload.get(key) is not None:
+            request[key] = payload[key]
+    if chat_template is not None:
+        request["chat_template"] = chat_template
+    return request
+
+
+async def tokenize(client: UpstreamClient, session: Session, request: JSON) -> list[int]:
+    """vLLM's /tokenize on the session's server: the token IDs."""
+    answer = await post_json(client, session, TOKENIZE_PATH, request)
+    if not answer.result.ok:
+        raise upstream_http_error(answer.upstream, answer.result.status, answer.result.body, TOKENIZE_PATH)
+    tokens = json_or_empty(answer.result.body).get("tokens")
+    if not isinstance(tokens, list):
+        raise HttpError(502, f"vLLM at {answer.upstream.shown_url(TOKENIZE_PATH)} answered without 'tokens'")
+    return tokens

@@ -1,10 +1,13 @@
 """The seed's troubleshooting, done for the user at start-up: each vLLM server is reachable, accepts the key,
-serves the model, and (for the token-exact path) serves the token endpoints."""
+serves the model, (for the token-exact path) serves the token endpoints, and (for completions with
+render_chat_template) renders a chat prompt."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+
+import orjson
 
 from ngym.config.secrets import redact_url
 from ngym.http.app import error_message
@@ -17,6 +20,8 @@ from responses_api_models.vllm_model.upstream_errors import json_or_empty
 
 TOKEN_ENDPOINTS = (RENDER_PATH, GENERATE_PATH, DERENDER_PATH)
 SCALE_OUT_FLAG = "--enable-scale-out"
+TRUST_TEMPLATE_FLAG = "--trust-request-chat-template"
+TOKENIZE_PATH = "/tokenize"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,4 +80,30 @@ def token_endpoints_advice(upstream: Upstream, missing: list[str]) -> str:
     return (
         f"the vLLM server at {upstream.shown} does not serve {', '.join(missing)}, so training prompts cannot be "
         f"token-exact across turns; start vLLM with {SCALE_OUT_FLAG}"
+    )
+
+
+async def check_chat_template(
+    client: UpstreamClient, upstream: Upstream, model: str, chat_template: str | None, timeout: float
+) -> None:
+    """render_chat_template: the server renders a chat prompt (with `tokenizer`'s template when one is given)."""
+    body: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": "Hi"}]}
+    if chat_template is not None:
+        body["chat_template"] = chat_template
+    try:
+        result = await client.probe(upstream, TOKENIZE_PATH, orjson.dumps(body), timeout)
+    except UpstreamError as exc:
+        raise StartupError(f"cannot reach the vLLM server at {upstream.shown}: {exc.reason}") from None
+    if result.ok:
+        return
+    message = error_message(result.body)
+    if chat_template is not None and TRUST_TEMPLATE_FLAG in message:
+        raise StartupError(
+            f"tokenizer: its chat template goes to vLLM with each prompt, and the vLLM server at {upstream.shown} "
+            f"refuses templates sent with requests; start vLLM with {TRUST_TEMPLATE_FLAG}"
+        )
+    raise StartupError(
+        f"render_chat_template: true, but the vLLM server at {upstream.shown} cannot render a chat prompt "
+        f"(HTTP {result.status}: {message}); set tokenizer to a model whose tokenizer ships a chat template, or "
+        "render_chat_template: false"
     )

@@ -55,7 +55,8 @@ def test_options_defaults_repr_and_immutability() -> None:
     assert opts.return_token_id_information is False
     assert repr(opts) == (
         "ConversionOptions(uses_reasoning_parser=True, replace_developer_role_with_system=False, "
-        "return_token_id_information=False)"
+        "return_token_id_information=False, uses_interleaved_reasoning=True, "
+        "preserve_reasoning_in_assistant_content=False, sequential_reasoning_allowed=True)"
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         opts.uses_reasoning_parser = False  # type: ignore[misc]
