@@ -1,5 +1,5 @@
 # make setup: .venv with ngym (editable) and dev tools; .venv-vllm with vLLM's CPU build for the demo and tests.
-# make demo:  the seed's ng_run + ng_collect_rollouts flow against a real vLLM on a tiny local model.
+# make demo:  the seed's ng_run + ng_collect_rollouts; ng_run starts vLLM (local_vllm_model) on the tiny policy.
 # make test:  lint, format check, type check, then every test (real vLLM included).
 # make policy: retrain the weather policy in models/weather-policy (CPU, seeded, about 15 minutes).
 

@@ -1,9 +1,9 @@
-"""`make demo`: the seed's flow, end to end, on an embedded default.
+"""`make demo`: the seed's two commands, exactly as a user types them, on an embedded default.
 
-Starts a real vLLM (CPU build, hermes tool parser) on the trained weather policy in models/weather-policy
-(`make policy` rebuilds it), runs the seed's `ng_run` with `vllm_model.yaml` + `simple_weather.yaml` pointed
-at it, runs the seed's `ng_collect_rollouts` (+limit=10), prints the summary and one rollout, and stops
-everything it started.
+`ng_run` starts the model server as `local_vllm_model` with `weather_policy_cpu.yaml`: it launches vLLM's CPU
+build on the trained weather policy in models/weather-policy (`make policy` rebuilds it) and serves exactly as
+`vllm_model` does; then `ng_collect_rollouts +limit=10` collects, the summary and one rollout are shown, and
+Ctrl-C stops ng_run, which stops vLLM.
 """
 
 from __future__ import annotations
@@ -13,13 +13,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess
-from ngym.testing.vllm_server import VllmServer, find_vllm_python
+from ngym.testing.gym_process import GymProcess
+from ngym.vllm.process import find_vllm_python
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_DIR = ROOT / "models" / "weather-policy"
-POLICY_NAME = "weather-policy"
+CONFIG_PATHS = (
+    "responses_api_models/local_vllm_model/configs/weather_policy_cpu.yaml",
+    "resources_servers/simple_weather/configs/simple_weather.yaml",
+)
 OUTPUT = "results/vllm_rollouts.jsonl"
+COLLECT = (
+    "+agent_name=simple_weather_simple_agent",
+    "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
+    f"+output_jsonl_fpath={OUTPUT}",
+    "+limit=10",
+)
+STARTUP_TIMEOUT_S = 900.0
 
 
 def _show_rollout(path: Path) -> None:
@@ -45,41 +55,24 @@ def _show_rollout(path: Path) -> None:
 
 
 def main() -> int:
-    vllm_python = find_vllm_python(ROOT)
-    if vllm_python is None:
+    if find_vllm_python(ROOT) is None:
         print("demo: no vLLM venv at .venv-vllm; run `make setup` first", file=sys.stderr)
         return 1
     if not (POLICY_DIR / "model.safetensors").is_file():
         print(f"demo: no trained policy in {POLICY_DIR}; run `make policy` to train one", file=sys.stderr)
         return 1
-    print(
-        f"demo: starting vLLM (CPU build) on {POLICY_DIR.relative_to(ROOT)}; this takes about half a minute", flush=True
-    )
-    vllm_log = ROOT / ".cache" / "vllm-demo.log"
-    vllm_log.parent.mkdir(exist_ok=True)
-    with VllmServer(POLICY_DIR, python=vllm_python, served_model_name=POLICY_NAME, log_path=vllm_log) as vllm:
-        print(f"demo: vLLM is serving {vllm.model_name} at {vllm.base_url}", flush=True)
-        overrides = [
-            f"++policy_base_url={vllm.base_url}",
-            "++policy_api_key=none",
-            f"++policy_model_name={vllm.model_name}",
-        ]
-        gym = GymProcess(ROOT, SEED_CONFIG_PATHS, overrides)
-        print(f"demo: ng_run {' '.join(gym.args)}", flush=True)
-        with gym:
-            collect = [
-                "+agent_name=simple_weather_simple_agent",
-                "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
-                f"+output_jsonl_fpath={OUTPUT}",
-                "+limit=10",
-                "+overwrite=true",
-            ]
-            print(f"demo: ng_collect_rollouts {' '.join(collect)}", flush=True)
-            result = gym.collect(*collect, check=False)
-            print(result.stdout, end="")
-            if result.returncode != 0:
-                print(result.stderr[-3000:], file=sys.stderr)
-            _show_rollout(ROOT / OUTPUT)
+    (ROOT / OUTPUT).unlink(missing_ok=True)  # a fresh demo each time, not a resumed one
+    gym = GymProcess(ROOT, CONFIG_PATHS)
+    print(f"demo: ng_run {' '.join(gym.args)}", flush=True)  # a free head port: a running gym is left alone
+    print("demo: (it starts vLLM's CPU build on the weather policy; about half a minute)", flush=True)
+    with gym.start(timeout=STARTUP_TIMEOUT_S):
+        print(f"demo: ng_collect_rollouts {' '.join(COLLECT)} +head_server.port={gym.head_port}", flush=True)
+        result = gym.collect(*COLLECT, check=False)
+        print(result.stdout, end="")
+        if result.returncode != 0:
+            print(result.stderr[-3000:], file=sys.stderr)
+        _show_rollout(ROOT / OUTPUT)
+        print("demo: Ctrl-C to ng_run (it stops its servers and the vLLM it started)", flush=True)
     print(f"demo: done; rollouts are in {OUTPUT}; everything it started is stopped")
     return result.returncode
 

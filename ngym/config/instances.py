@@ -14,6 +14,8 @@ SERVER_TYPES = ("responses_api_models", "resources_servers", "responses_api_agen
 DEFAULT_HOST = "127.0.0.1"
 HEAD_SERVER_KEY = "head_server"
 DEFAULT_HEAD_PORT = 11000
+# Where a run's servers keep what it leaves behind (local_vllm_model: vLLM's logs); ng_run sets it.
+RUN_DIR_KEY = "run_dir"
 ERROR_ON_ALMOST_SERVERS_KEY = "error_on_almost_servers"
 
 

@@ -105,6 +105,12 @@ class Server(Generic[ConfigT]):
         """The outbound client this server's requests use; override to set its timeouts and retries."""
         return HttpClient()
 
+    @classmethod
+    def startup_budget_s(cls, config: Any) -> float:
+        """Seconds this server's start-up may take beyond ng_run's `server_startup_timeout_s` (a server that
+        launches vLLM itself needs minutes)."""
+        return 0.0
+
     def routes(self) -> list[BaseRoute]:
         return [Route("/health", self.health, methods=["GET"])]
 

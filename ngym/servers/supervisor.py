@@ -24,6 +24,7 @@ import orjson
 from ngym.config.errors import ConfigError
 from ngym.config.instances import (
     HEAD_SERVER_KEY,
+    RUN_DIR_KEY,
     InstanceSpec,
     check_references,
     find_instances,
@@ -51,6 +52,7 @@ class ChildServer:
     spec: InstanceSpec
     sock: socket.socket
     url: str
+    startup_budget_s: float = 0.0  # beyond server_startup_timeout_s (Server.startup_budget_s)
     process: asyncio.subprocess.Process | None = None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     pump: asyncio.Task[None] | None = None
@@ -105,14 +107,20 @@ def plan_run(loaded: LoadedConfig) -> RunPlan:
         )
     check_references(instances, loaded.locations)
     problems = []
+    budgets: dict[str, float] = {}
     for spec in instances.values():
         try:
-            validate_server_config(load_server_class(loaded.root, spec).config_model, spec)
+            server_class = load_server_class(loaded.root, spec)
+            budgets[spec.name] = server_class.startup_budget_s(validate_server_config(server_class.config_model, spec))
         except ConfigError as exc:
             problems.append(str(exc))
     if problems:
         raise ConfigError("\n".join(problems))
 
+    # Where servers keep what a run leaves behind (local_vllm_model: vLLM's logs); `+run_dir=...` to choose.
+    config.setdefault(
+        RUN_DIR_KEY, str(loaded.root / ".ngym" / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    )
     head_host, head_port = head_address(config)
     head_sock = _bind(head_host, head_port, f"{HEAD_SERVER_KEY}.port", hint=f"+{HEAD_SERVER_KEY}.port=<free port>")
     config[HEAD_SERVER_KEY] = {**(config.get(HEAD_SERVER_KEY) or {}), "host": head_host, "port": head_port}
@@ -122,7 +130,7 @@ def plan_run(loaded: LoadedConfig) -> RunPlan:
             sock = _bind(spec.host, spec.port or 0, f"{spec.key_path}.port", hint="remove the port to get a free one")
             spec.section["host"] = spec.host
             spec.section["port"] = sock.getsockname()[1]
-            children.append(ChildServer(spec, sock, server_url(spec.section)))
+            children.append(ChildServer(spec, sock, server_url(spec.section), budgets.get(spec.name, 0.0)))
     except ConfigError:
         head_sock.close()
         for child in children:
@@ -209,7 +217,7 @@ class Supervisor:
 
     async def _wait_ready(self) -> str | None:
         timeout = float(self.plan.config.get(STARTUP_TIMEOUT_KEY) or DEFAULT_STARTUP_TIMEOUT)
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
         pending = list(self.plan.children)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             while pending:
@@ -225,10 +233,12 @@ class Supervisor:
                         )
                     if await _answers(session, child.url + "/health"):
                         pending.remove(child)
-                if time.monotonic() > deadline:
-                    names = ", ".join(child.label for child in pending)
-                    tails = "\n".join(f"  {c.label}:\n{c.tail_text()}" for c in pending)
-                    return f"ng_run: not ready after {timeout:g} s ({STARTUP_TIMEOUT_KEY}): {names}\n{tails}"
+                late = [c for c in pending if time.monotonic() - started > timeout + c.startup_budget_s]
+                if late:
+                    names = ", ".join(child.label for child in late)
+                    tails = "\n".join(f"  {c.label}:\n{c.tail_text()}" for c in late)
+                    waited = max(timeout + c.startup_budget_s for c in late)
+                    return f"ng_run: not ready after {waited:g} s ({STARTUP_TIMEOUT_KEY}): {names}\n{tails}"
                 await asyncio.sleep(0.1)
         return None
 

@@ -103,7 +103,9 @@ class GymProcess:
             return self.process.wait()
 
     def __enter__(self) -> GymProcess:
-        return self.start()
+        # `with gym.start(timeout=...):` must not start a second ng_run (it would find the first one's head
+        # server ready, and the first would outlive the block).
+        return self if self.process is not None else self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -45,17 +45,21 @@ class UpstreamClient:
         *,
         health_check_interval_s: float = 2.0,
     ) -> None:
-        self.pool = UpstreamPool(base_urls)
         self.http = http
         self.headers = dict(headers)
+        self.health_check_interval_s = health_check_interval_s
+        self._health_task: asyncio.Task[None] | None = None
+        self.use(base_urls)
+
+    def use(self, base_urls: list[str]) -> None:
+        """Serve from these vLLM servers (at construction, or once a launcher knows where its vLLMs listen)."""
+        self.pool = UpstreamPool(base_urls)
         # Each server's request headers, once: a URL's user:password is its Basic Authorization header.
         self.headers_of = [_with_authorization(self.headers, upstream) for upstream in self.pool.upstreams]
-        self.health_check_interval_s = health_check_interval_s
         # With several servers a refused or dropped connection moves the session at once instead of retrying
         # in place; 429/5xx answers are retried on the same server either way.
         several = len(self.pool.upstreams) > 1
-        self.retry: RetryPolicy | None = dataclasses.replace(http.retry, reconnect=False) if several else None
-        self._health_task: asyncio.Task[None] | None = None
+        self.retry: RetryPolicy | None = dataclasses.replace(self.http.retry, reconnect=False) if several else None
 
     @property
     def upstreams(self) -> list[Upstream]:
