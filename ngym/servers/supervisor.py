@@ -39,6 +39,7 @@ from ngym.servers.head import HeadState, head_app
 from ngym.servers.launch import PARENT_PID_ENV, load_server_class
 
 STARTUP_TIMEOUT_KEY = "server_startup_timeout_s"
+RAY_HEAD_KEY = "ray_head_node_address"  # NeMo Gym's
 DEFAULT_STARTUP_TIMEOUT = 180.0
 STOP_GRACE_SECONDS = 10.0
 TAIL_LINES = 40
@@ -106,6 +107,11 @@ def plan_run(loaded: LoadedConfig) -> RunPlan:
             'resources_servers/simple_weather/configs/simple_weather.yaml]"'
         )
     check_references(instances, loaded.locations)
+    if config.get(RAY_HEAD_KEY):
+        raise ConfigError(
+            f"{RAY_HEAD_KEY}{loaded.locations.describe(RAY_HEAD_KEY)}: ngym does not place servers on a Ray cluster "
+            "yet; every server runs as a local process of ng_run. Remove the key to run locally."
+        )
     problems = []
     budgets: dict[str, float] = {}
     for spec in instances.values():
