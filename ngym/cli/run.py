@@ -14,11 +14,13 @@ import uvloop
 
 from ngym.cli.common import repo_root, run_cli
 from ngym.config.load import load_config
+from ngym.lifetime import die_with_parent_if_asked
 from ngym.servers.supervisor import Supervisor, plan_run
 
 
 def run(args: list[str]) -> int:
     """ng_run "+config_paths=[a.yaml, b.yaml]" [+key=value ...]: start every server in the configuration."""
+    die_with_parent_if_asked()  # started by a tool or a trainer (ngym.api): never outlive it
     plan = plan_run(load_config(args, repo_root()))
     return uvloop.run(Supervisor(plan).run())
 

@@ -17,15 +17,12 @@ from tqdm import tqdm
 
 from ngym.config.errors import ConfigError
 from ngym.gc_tuning import tune_garbage_collector
-from ngym.http.client import HttpClient, RetryPolicy, Timeouts, UpstreamError
+from ngym.http.client import HttpClient, RetryPolicy, Timeouts
+from ngym.rollouts.engine import run_rollouts
 from ngym.rollouts.failures import (
-    AGENT,
     ConsecutiveFailures,
-    RolloutFailed,
-    from_agent_answer,
-    from_upstream_error,
 )
-from ngym.rollouts.keys import AGENT_REF, ROLLOUT_INDEX, TASK_INDEX, RolloutKey
+from ngym.rollouts.keys import AGENT_REF, RolloutKey
 from ngym.rollouts.output import (
     JsonlAppender,
     failures_path,
@@ -34,7 +31,7 @@ from ngym.rollouts.output import (
     summary_path,
 )
 from ngym.rollouts.summary import Summary
-from ngym.rollouts.tasks import Task, TaskCheck, TaskSource, check_tasks, iter_tasks, unused_repeat_entries
+from ngym.rollouts.tasks import TaskCheck, TaskSource, check_tasks, iter_tasks, unused_repeat_entries
 
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
 
@@ -72,59 +69,34 @@ async def collect(plan: CollectPlan, log: TextIO, stop: asyncio.Event | None = N
     )
     tune_garbage_collector()
     started = time.monotonic()
-    slots = asyncio.Semaphore(plan.num_samples_in_parallel)
-    running: set[asyncio.Task[None]] = set()
-
-    def finished(job: asyncio.Task[None]) -> None:
-        running.discard(job)
-        slots.release()
-
     in_a_row = ConsecutiveFailures(plan.max_consecutive_failures)
-
-    async def run_one(task: Task) -> None:
-        nonlocal failure_writer
-        try:
-            row = await _run_rollout(http, plan.agent_urls[task.agent], task)
-        except Exception as exc:  # every rollout ends counted: finished, or failed with its class and reason
-            failure = (
-                exc
-                if isinstance(exc, RolloutFailed)
-                else RolloutFailed(AGENT, f"ng_collect_rollouts: {type(exc).__name__}: {exc}")
-            )
-            summary.add_failure(failure.failure_class)
-            if failure_writer is None:
-                failure_writer = JsonlAppender(failures)
-            failure_writer.write({**_keys(task), **failure.record()})
-            if in_a_row.failed(failure) and not stop.is_set():
-                print(f"\n{in_a_row.message()}", file=log)
-                stop.set()
-        else:
-            writer.write(row)
-            summary.add(row)
-            in_a_row.finished()
-        progress.update(1)
-        progress.set_postfix(_postfix(summary), refresh=False)
-
     try:
         async with http:
-            stopper = asyncio.create_task(stop.wait())
-            for task in iter_tasks(plan.source):
-                if task.key in done:
-                    continue
-                if not await _free_slot(slots, stopper):
-                    break
-                job = asyncio.create_task(run_one(task))
-                running.add(job)
-                job.add_done_callback(finished)
-            while running and not stop.is_set():
-                await asyncio.wait([stopper, *running], return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
+            tasks = (task for task in iter_tasks(plan.source) if task.key not in done)
+            async for outcome in run_rollouts(http, plan.agent_urls, tasks, plan.num_samples_in_parallel, stop):
+                if outcome.ok:
+                    assert outcome.row is not None
+                    writer.write(outcome.row)
+                    summary.add(outcome.row)
+                    in_a_row.finished()
+                else:
+                    assert outcome.failure is not None
+                    summary.add_failure(outcome.failure.failure_class)
+                    if failure_writer is None:
+                        failure_writer = JsonlAppender(failures)
+                    failure_writer.write(outcome.failure_record())
+                    if in_a_row.failed(outcome.failure) and not stop.is_set():
+                        print(f"\n{in_a_row.message()}", file=log)
+                        stop.set()
+                progress.update(1)
+                progress.set_postfix(_postfix(summary), refresh=False)
             if stop.is_set():
-                # Rollouts finishing together can leave none in flight by the time the loop sees the signal.
-                print(f"\nng_collect_rollouts: stopping: cancelling {len(running)} rollouts in flight", file=log)
-                for job in list(running):
-                    job.cancel()
-                await asyncio.gather(*running, return_exceptions=True)
+                left = summary.expected - summary.already_done - summary.finished - summary.failed
+                print(
+                    f"\nng_collect_rollouts: stopping: cancelling the rollouts in flight; {left} not run "
+                    "(run the same command to collect them)",
+                    file=log,
+                )
     finally:
         progress.close()
         writer.close()
@@ -189,56 +161,19 @@ class StopSignals:
         self.exit_now(EXIT_INTERRUPTED)
 
 
-async def _free_slot(slots: asyncio.Semaphore, stopper: asyncio.Task[Any]) -> bool:
-    """Wait for a free slot, or for a stop (seen at once, not when some rollout finishes): True for a slot."""
-    if stopper.done():
-        return False
-    if slots.locked():
-        acquire = asyncio.ensure_future(slots.acquire())
-        await asyncio.wait([acquire, stopper], return_when=asyncio.FIRST_COMPLETED)
-        if not acquire.done():
-            acquire.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acquire
-            return False
-    else:
-        await slots.acquire()
-    if stopper.done():
-        slots.release()
-        return False
-    return True
-
-
-async def _run_rollout(http: HttpClient, agent_url: str, task: Task) -> dict[str, Any]:
-    try:
-        result = await http.post_json(agent_url + "/run", task.row)
-    except UpstreamError as exc:
-        raise from_upstream_error(exc) from None
-    if not result.ok:
-        raise from_agent_answer(result)
-    try:
-        body = orjson.loads(result.body)
-    except orjson.JSONDecodeError:
-        raise RolloutFailed(AGENT, "agent /run answered with invalid JSON", result.status) from None
-    if not isinstance(body, dict) or not isinstance(body.get("reward"), int | float):
-        raise RolloutFailed(AGENT, "agent /run answered without a numeric 'reward'", result.status)
-    return {**body, **_keys(task)}
-
-
-def _keys(task: Task) -> dict[str, Any]:
-    """What NeMo Gym sets on every row it writes, over whatever the agent answered."""
-    return {TASK_INDEX: task.task_index, ROLLOUT_INDEX: task.rollout_index, AGENT_REF: task.row[AGENT_REF]}
-
-
 def _check(plan: CollectPlan, done: set[RolloutKey]) -> TaskCheck:
+    return check_run(plan.source, plan.agent_urls, done)
+
+
+def check_run(source: TaskSource, agent_urls: Mapping[str, str], done: set[RolloutKey]) -> TaskCheck:
     """Every row checked, and every agent the rows name running, before anything starts."""
-    check = check_tasks(plan.source, done)
-    known = ", ".join(sorted(plan.agent_urls)) or "none"
+    check = check_tasks(source, done)
+    known = ", ".join(sorted(agent_urls)) or "none"
     for name, use in check.agents.items():
-        if name not in plan.agent_urls:
+        if name not in agent_urls:
             named_by = f"its {AGENT_REF} names" if use.from_row else "+agent_name gives it"
             raise ConfigError(
-                f"{plan.source.path}:{use.first_line}: {named_by} the agent {name!r}, which is not running in "
+                f"{source.name}:{use.first_line}: {named_by} the agent {name!r}, which is not running in "
                 f"ng_run (its agents: {known})"
             )
     return check

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,13 +41,21 @@ SHOWN_LINES = 10  # line numbers listed in one error
 
 @dataclass(frozen=True)
 class TaskSource:
-    path: Path
+    """Where the rows come from: a JSONL file (`path`), or rows in memory (`rows`: the Python API), and how
+    they become rollouts. Errors name `path:line`, or `rows:N` (1-based) for rows in memory."""
+
+    path: Path | None
     limit: int | None = None  # None or 0: every row (NeMo Gym treats 0 as no limit)
     agent_name: str | None = None
     num_repeats: int | Mapping[str, int] = 1
     add_seed: bool = False
     params_override: Mapping[str, Any] | None = None
     prompt: Prompt | None = None
+    rows: Sequence[Mapping[str, Any]] | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else "rows"
 
     def repeats_for(self, agent: str) -> int | None:
         if isinstance(self.num_repeats, int):
@@ -105,7 +113,7 @@ def check_tasks(source: TaskSource, done: set[RolloutKey] | frozenset[RolloutKey
             check.already_done += (task, rollout) in done
     if no_agent:
         raise ConfigError(
-            f"{source.path}: no agent for the rows on {_lines(no_agent)}: give +agent_name=... or an "
+            f"{source.name}: no agent for the rows on {_lines(no_agent)}: give +agent_name=... or an "
             f"`agent_ref: {{type: {AGENT_TYPE}, name: ...}}` in each row"
         )
     if no_repeats:
@@ -116,7 +124,7 @@ def check_tasks(source: TaskSource, done: set[RolloutKey] | frozenset[RolloutKey
             f"its entries: {', '.join(sorted(source.num_repeats))}"
         )
     if check.rollouts == 0:
-        raise ConfigError(f"{source.path}: no task rows")
+        raise ConfigError(f"{source.name}: no task rows")
     return check
 
 
@@ -174,8 +182,9 @@ class _Indexer:
 
 def _prepared_rows(source: TaskSource) -> Iterator[_Row]:
     """Each used row, prepared up to its indices: prompt filled, agent_ref set, params merged."""
-    for line_no, raw, row in _read_rows(source.path, source.limit or None):
-        where = f"{source.path}:{line_no}"
+    rows = _read_rows(source.path, source.limit or None) if source.rows is None else _given_rows(source)
+    for line_no, raw, row in rows:
+        where = f"{source.name}:{line_no}"
         if source.prompt is not None:
             row = source.prompt.apply(row, where)
         if not isinstance(row.get(PARAMS), dict):
@@ -223,9 +232,19 @@ def _with_seed(params: dict[str, Any], rollout: int, where: str) -> dict[str, An
     return {**params, "metadata": {**metadata, "extra_body": json.dumps(extra)}}
 
 
-def _read_rows(path: Path, limit: int | None) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+def _given_rows(source: TaskSource) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+    """Rows in memory, as _read_rows gives a file's: identical rows are told apart by their JSON bytes."""
+    assert source.rows is not None
+    limit = source.limit or None
+    for number, row in enumerate(source.rows[:limit] if limit else source.rows, start=1):
+        if not isinstance(row, Mapping):
+            raise ConfigError(f"rows:{number}: a row must be a dict, got {type(row).__name__}")
+        yield number, orjson.dumps(row, option=orjson.OPT_SORT_KEYS) + b"\n", dict(row)
+
+
+def _read_rows(path: Path | None, limit: int | None) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
     """(line number, the line as NeMo Gym keys identical rows by, the row) of the first `limit` rows."""
-    if not path.is_file():
+    if path is None or not path.is_file():
         raise ConfigError(f"input file not found: {path}")
     used = 0
     with path.open("rb") as lines:
