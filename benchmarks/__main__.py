@@ -1,7 +1,7 @@
-"""`python -m benchmarks [model_server] [rollouts] [profile]`: run benchmarks, print tables, write JSON.
+"""`python -m benchmarks [model_server] [rollouts] [profile] [viewer]`: run benchmarks, print tables, write JSON.
 
-With no names, runs model_server and rollouts (profile needs py-spy and is run by name). Results go to
-benchmarks/results/bench-<time>.json and benchmarks/results/latest.json.
+With no names, runs model_server and rollouts (profile needs py-spy, viewer writes a 2 GiB file: both run by
+name). Results go to benchmarks/results/bench-<time>.json and benchmarks/results/latest.json.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks import model_server, profile, rollouts
+from benchmarks import model_server, profile, rollouts, viewer
 from benchmarks.report import (
     exact_vs_chat_table,
     load_snapshot,
@@ -26,7 +26,7 @@ from benchmarks.report import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-NAMES = ("model_server", "rollouts", "profile")
+NAMES = ("model_server", "rollouts", "profile", "viewer")
 BUSY_WARNING = 0.5  # a core's share used by other processes before a run that makes its numbers suspect
 
 
@@ -63,6 +63,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--profile-turn", choices=model_server.TURNS, default="first")
     parser.add_argument("--python-only", action="store_true", help="profile: Python frames only (no --native)")
+    parser.add_argument("--viewer-rows", type=int, default=1_000_000, help="viewer: rows in the generated file")
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in NAMES]
     if unknown:
@@ -121,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         document["profile"] = summaries = profile.run(profile_settings, log=_log)
         for summary in summaries:
             print("\n" + profile_tables(summary), flush=True)
+    if "viewer" in names:
+        print(f"\n== viewer: ng_viewer over a generated {args.viewer_rows:,}-row rollout file", flush=True)
+        document["viewer"] = result = viewer.run(replace(viewer.Settings(), rows=args.viewer_rows), log=_log)
+        print("\n" + viewer.report(result), flush=True)
     document["load_after"] = after = load_snapshot()
     document["wall_s"] = round(time.monotonic() - started, 1)
     _check_load(after)

@@ -28,19 +28,17 @@ from ngym.config.errors import ConfigError
 from ngym.config.instances import DEFAULT_HOST, connect_host
 from ngym.http.client import HttpClient, RetryPolicy, Timeouts
 from ngym.rollouts.collect import check_run
-from ngym.rollouts.engine import Outcome, run_rollouts
+from ngym.rollouts.engine import AgentUrls, Outcome, run_rollouts
 from ngym.rollouts.tasks import TaskSource, iter_tasks
-from ngym.servers.head import fetch_from_head
+from ngym.servers.head import agents_of, fetch_from_head
 
 __all__ = ["Gym", "Outcome"]
 
-AGENT_TYPE = "responses_api_agents"
-
 
 class Gym:
-    """A running gym, seen from Python: its agents by name, and `collect`."""
+    """A running gym, seen from Python: its agents by name (each with every replica's URL), and `collect`."""
 
-    def __init__(self, agent_urls: Mapping[str, str], head_port: int | None = None) -> None:
+    def __init__(self, agent_urls: AgentUrls, head_port: int | None = None) -> None:
         if not agent_urls:
             raise ConfigError("the gym runs no agent (responses_api_agents instance) to collect rollouts with")
         self.agent_urls = dict(agent_urls)
@@ -49,9 +47,7 @@ class Gym:
     @classmethod
     def connect(cls, head_port: int = 11000, host: str = DEFAULT_HOST) -> Gym:
         """The gym an ng_run already serves (its head server at host:head_port)."""
-        servers = fetch_from_head(connect_host(host), head_port, "/servers")
-        agents = {s["name"]: s["url"] for s in servers if s.get("server_type") == AGENT_TYPE and s.get("url")}
-        return cls(agents, head_port)
+        return cls(agents_of(fetch_from_head(connect_host(host), head_port, "/servers")), head_port)
 
     @classmethod
     @contextlib.asynccontextmanager

@@ -26,10 +26,10 @@ from ngym.config.instances import DEFAULT_HEAD_PORT, DEFAULT_HOST, connect_host
 from ngym.config.load import CONFIG_PATHS_KEY, ENV_FILE_NAME, load_config, parse_overrides
 from ngym.config.validation import describe_validation_error
 from ngym.rollouts.collect import CollectPlan, collect
-from ngym.rollouts.keys import AGENT_TYPE
+from ngym.rollouts.engine import AgentUrls
 from ngym.rollouts.prompt import Prompt
 from ngym.rollouts.tasks import TaskSource
-from ngym.servers.head import fetch_from_head, wait_until_ready
+from ngym.servers.head import agents_of, fetch_from_head, wait_until_ready
 
 EXIT_SOME_FAILED = 3
 EXIT_INCOMPLETE = 4  # stopped (Ctrl-C, SIGTERM) before every rollout ran: run the same command again to finish
@@ -176,8 +176,8 @@ def resolve_path(given: str, what: str) -> Path:
     raise ConfigError(f"{what}: file not found: {given!r} (looked for {looked})")
 
 
-def find_agents(head: HeadServerArgs, ready_timeout: float) -> dict[str, str]:
-    """Every agent of the running ng_run, by name."""
+def find_agents(head: HeadServerArgs, ready_timeout: float) -> dict[str, list[str]]:
+    """Every agent of the running ng_run, by name: the URL of each of its replicas."""
     host = connect_host(head.host)
 
     def say_waiting() -> None:
@@ -188,10 +188,10 @@ def find_agents(head: HeadServerArgs, ready_timeout: float) -> dict[str, str]:
 
     wait_until_ready(host, head.port, ready_timeout, say_waiting)
     servers = fetch_from_head(host, head.port, "/servers")
-    return {str(s["name"]): str(s["url"]) for s in servers if s.get("server_type") == AGENT_TYPE and s.get("url")}
+    return agents_of(servers)
 
 
-def build_plan(parsed: CollectArgs, agent_urls: dict[str, str]) -> CollectPlan:
+def build_plan(parsed: CollectArgs, agent_urls: AgentUrls) -> CollectPlan:
     prompt = Prompt.load(resolve_path(parsed.prompt_config, "+prompt_config")) if parsed.prompt_config else None
     source = TaskSource(
         path=resolve_path(parsed.input_jsonl_fpath, "+input_jsonl_fpath"),

@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ngym.config.errors import ConfigError
 from ngym.gc_tuning import tune_garbage_collector
 from ngym.http.client import HttpClient, RetryPolicy, Timeouts
-from ngym.rollouts.engine import run_rollouts
+from ngym.rollouts.engine import AgentUrls, run_rollouts
 from ngym.rollouts.failures import (
     ConsecutiveFailures,
 )
@@ -38,7 +38,7 @@ EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
 
 @dataclass(frozen=True)
 class CollectPlan:
-    agent_urls: Mapping[str, str]  # every agent of the running ng_run: name -> URL
+    agent_urls: AgentUrls  # every agent of the running ng_run: name -> its URL or every replica's
     source: TaskSource
     output_path: Path
     num_samples_in_parallel: int = 64
@@ -165,7 +165,7 @@ def _check(plan: CollectPlan, done: set[RolloutKey]) -> TaskCheck:
     return check_run(plan.source, plan.agent_urls, done)
 
 
-def check_run(source: TaskSource, agent_urls: Mapping[str, str], done: set[RolloutKey]) -> TaskCheck:
+def check_run(source: TaskSource, agent_urls: AgentUrls, done: set[RolloutKey]) -> TaskCheck:
     """Every row checked, and every agent the rows name running, before anything starts."""
     check = check_tasks(source, done)
     known = ", ".join(sorted(agent_urls)) or "none"

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ngym.http.client import HttpClient, UpstreamError
+from ngym.placement.routing import ReplicaRouter
 from ngym.rollouts.failures import AGENT, RolloutFailed, from_agent_answer, from_upstream_error
 from ngym.rollouts.keys import AGENT_REF, ROLLOUT_INDEX, TASK_INDEX
 from ngym.rollouts.tasks import Task
@@ -37,15 +38,23 @@ class Outcome:
         return {**row_keys(self.task), **self.failure.record()}
 
 
+AgentUrls = Mapping[str, str | Sequence[str]]  # agent name -> its URL, or every replica's
+
+
 async def run_rollouts(
     http: HttpClient,
-    agent_urls: Mapping[str, str],
+    agent_urls: AgentUrls,
     tasks: Iterable[Task],
     max_in_flight: int,
     stop: asyncio.Event,
 ) -> AsyncGenerator[Outcome, None]:
-    """Each task's Outcome as it ends, at most `max_in_flight` at once. Leaving the loop early (break, an
-    exception, a stop) cancels what is in flight."""
+    """Each task's Outcome as it ends, at most `max_in_flight` at once. A rollout goes to the least-loaded
+    healthy replica of its agent (the model server's pool rules); one that cannot be reached leaves rotation
+    until it answers again. Leaving the loop early (break, an exception, a stop) cancels what is in flight."""
+    routers = {name: ReplicaRouter([urls] if isinstance(urls, str) else list(urls), http)
+               for name, urls in agent_urls.items()}  # fmt: skip
+    for router in routers.values():
+        router.start()
     slots = asyncio.Semaphore(max_in_flight)
     ended: asyncio.Queue[Outcome] = asyncio.Queue()
     running: set[asyncio.Task[None]] = set()
@@ -55,7 +64,7 @@ async def run_rollouts(
         # A rollout holds its slot until its outcome is taken, so a slow consumer holds back new rollouts
         # instead of letting finished ones pile up.
         try:
-            outcome = await run_rollout(http, agent_urls[task.agent], task)
+            outcome = await run_rollout(http, routers[task.agent], task)
         except asyncio.CancelledError:
             slots.release()
             raise
@@ -100,23 +109,31 @@ async def run_rollouts(
         for job in list(running):
             job.cancel()
         await asyncio.gather(starter, *running, return_exceptions=True)
+        for router in routers.values():
+            await router.stop()
 
 
-async def run_rollout(http: HttpClient, agent_url: str, task: Task) -> Outcome:
-    """One rollout; any exception a request can raise ends as a classified failure, never escapes."""
-    try:
-        return Outcome(task, await _scored_row(http, agent_url, task))
-    except RolloutFailed as failure:
-        return Outcome(task, None, failure)
-    except Exception as exc:  # every rollout ends counted: finished, or failed with its class and reason
-        return Outcome(task, None, RolloutFailed(AGENT, f"{type(exc).__name__}: {exc}"))
+async def run_rollout(http: HttpClient, agent: ReplicaRouter, task: Task) -> Outcome:
+    """One rollout on a replica of its agent; any exception a request can raise ends as a classified failure,
+    never escapes. A replica that cannot be reached never saw the rollout: it leaves rotation and the rollout
+    goes to the next one at once."""
+    for _ in agent.replicas:
+        with agent.hold() as replica:
+            try:
+                return Outcome(task, await _scored_row(http, replica.base_url, task))
+            except UpstreamError as exc:
+                agent.failed(replica, exc)  # out of rotation if unreachable and not the only replica
+                if replica.healthy or not any(other.healthy for other in agent.replicas):
+                    return Outcome(task, None, from_upstream_error(exc))
+            except RolloutFailed as failure:
+                return Outcome(task, None, failure)
+            except Exception as exc:  # every rollout ends counted: finished, or failed with its class and reason
+                return Outcome(task, None, RolloutFailed(AGENT, f"{type(exc).__name__}: {exc}"))
+    return Outcome(task, None, RolloutFailed(AGENT, f"no replica of agent {task.agent!r} could be reached"))
 
 
 async def _scored_row(http: HttpClient, agent_url: str, task: Task) -> dict[str, Any]:
-    try:
-        result = await http.post_json(agent_url + "/run", task.row)
-    except UpstreamError as exc:
-        raise from_upstream_error(exc) from None
+    result = await http.post_json(agent_url + "/run", task.row)
     if not result.ok:
         raise from_agent_answer(result)
     try:

@@ -22,6 +22,7 @@ from ngym.config.validation import describe_validation_error
 from ngym.http.app import json_response
 from ngym.http.client import HttpClient
 from ngym.http.guard import ErrorGuard, exception_handlers
+from ngym.placement.spec import ServerLaunch, launch_from_config
 from ngym.servers.directory import Directory
 
 
@@ -34,6 +35,12 @@ class ServerConfig(BaseModel):
     host: str | None = None
     port: int | None = None
     num_workers: int = Field(default=1, ge=1, description="processes serving this instance on one port")
+    num_replicas: int = Field(default=1, ge=1, description="copies of this instance, each on its own port")
+    # Each replica's reservation on a Ray cluster (ray_head_node_address); errors without one.
+    num_cpus: float | None = Field(default=None, ge=0, description="Ray: CPUs per replica (default num_workers)")
+    num_gpus: float | None = Field(default=None, ge=0, description="Ray: GPUs per replica")
+    resources: dict[str, float] | None = Field(default=None, description="Ray: custom resources per replica")
+    max_restarts: int | None = Field(default=None, ge=-1, description="Ray: restarts of a replica that dies (3)")
     # Descriptive metadata found in NeMo Gym configs; accepted so those configs work unchanged.
     domain: str | None = None
     description: str | None = None
@@ -63,17 +70,16 @@ class StartupError(Exception):
 @dataclass
 class ServerContext:
     instance_name: str
+    # The configuration as this server sees it (ServerLaunch.config_view): the run-wide settings servers read
+    # (run_dir, hf_token) and its own instance's section. Other servers' sections are not here.
     config: dict[str, Any]
+    directory: Directory = field(default_factory=lambda: Directory({}))
     http: HttpClient = field(default_factory=HttpClient)
-    # Every secret of the configuration (api keys, URL passwords, secret headers): cut out of all that is shown.
+    # Every secret this server holds (api keys, URL passwords, secret headers): cut out of all that is shown.
     secrets: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.secrets = secret_values(self.config)
-
-    @property
-    def directory(self) -> Directory:
-        return Directory(self.config)
 
     def redact(self, text: str) -> str:
         return redact_text(text, self.secrets)
@@ -94,10 +100,17 @@ class Server(Generic[ConfigT]):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], instance_name: str, http: HttpClient | None = None) -> Self:
-        """Build the server for instance_name of a resolved configuration."""
-        spec = instance_spec(config, instance_name)
-        validated = validate_server_config(cls.config_model, spec)
-        context = ServerContext(instance_name, config, http or cls.http_client(validated))
+        """Build the server for instance_name of a resolved configuration (in-process use): it is handed what
+        ng_run would hand it, with the other instances at the ports their sections give."""
+        return cls.from_launch(launch_from_config(config, instance_spec(config, instance_name)), http)
+
+    @classmethod
+    def from_launch(cls, launch: ServerLaunch, http: HttpClient | None = None) -> Self:
+        """Build the server from what ng_run hands one replica."""
+        validated = validate_server_config(cls.config_model, launch.spec)
+        context = ServerContext(
+            launch.instance, launch.config_view(), Directory(launch.directory), http or cls.http_client(validated)
+        )
         return cls(validated, context)  # type: ignore[arg-type]
 
     @classmethod

@@ -1,4 +1,5 @@
-"""The head server holds the resolved configuration so that tools started later can find every server."""
+"""The head server holds the resolved configuration so that tools started later can find every server, and
+publishes where every replica of every instance listens."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -19,29 +20,42 @@ from ngym.config.instances import iter_instances, server_url
 from ngym.config.secrets import redact
 from ngym.http.app import json_response
 
+if TYPE_CHECKING:
+    from ngym.placement.base import ReplicaInfo
 
-def servers_listing(config: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": spec.name,
-            "server_type": spec.server_type,
-            "implementation": spec.implementation,
-            "url": server_url(spec.section) if spec.section.get("port") is not None else None,
-        }
-        for spec in iter_instances(config)
-    ]
+
+def servers_listing(config: dict[str, Any], replicas: list[ReplicaInfo] | None = None) -> list[dict[str, Any]]:
+    """Every instance with `urls`, one per replica as the placement reports them (without a placement, the
+    address its section gives), and `url`, the first of them."""
+    listing = []
+    for spec in iter_instances(config):
+        if replicas is not None:
+            urls = [replica.url for replica in replicas if replica.instance == spec.name and replica.url]
+        else:
+            urls = [server_url(spec.section)] if spec.section.get("port") is not None else []
+        listing.append(
+            {
+                "name": spec.name,
+                "server_type": spec.server_type,
+                "implementation": spec.implementation,
+                "url": urls[0] if urls else None,
+                "urls": urls,
+            }
+        )
+    return listing
 
 
 class HeadState:
-    """What ng_run tells tools about the run: ready once every server answers."""
+    """What ng_run tells tools about the run: ready once every server answers, and where every replica listens
+    (a replica that Ray restarts on another node moves)."""
 
-    def __init__(self) -> None:
+    def __init__(self, replicas: Callable[[], list[ReplicaInfo]] | None = None) -> None:
         self.ready = False
+        self.replicas = replicas
 
 
 def head_app(config: dict[str, Any], state: HeadState) -> Starlette:
     public_config = redact(config)
-    listing = servers_listing(config)
 
     async def health(_request: Request) -> Response:
         return json_response({"status": "ok", "ready": state.ready})
@@ -50,7 +64,7 @@ def head_app(config: dict[str, Any], state: HeadState) -> Starlette:
         return json_response(public_config)
 
     async def get_servers(_request: Request) -> Response:
-        return json_response(listing)
+        return json_response(servers_listing(config, state.replicas() if state.replicas else None))
 
     return Starlette(
         routes=[
@@ -96,3 +110,12 @@ def fetch_from_head(host: str, port: int, path: str, timeout: float = 10.0) -> A
             f"cannot reach the ng_run head server at {url} ({reason}). Is ng_run running? "
             f"If it was started with +head_server.port=..., pass the same +head_server.port here."
         ) from None
+
+
+def agents_of(servers: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The agents of a /servers listing: name -> every replica's URL."""
+    return {
+        str(server["name"]): [str(url) for url in server.get("urls") or [server["url"]]]
+        for server in servers
+        if server.get("server_type") == "responses_api_agents" and server.get("url")
+    }

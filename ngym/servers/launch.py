@@ -1,14 +1,15 @@
-"""Run one server instance as its own process: `python -m ngym.servers.launch --instance NAME ...`.
+"""Run one replica of a server instance as its own process: `python -m ngym.servers.launch --instance LABEL --fd N
+--root DIR`, its ServerLaunch (JSON) on standard input (`--instance` only names the process for `ps`).
 
-ng_run binds the listening socket and passes its file descriptor, so the port is reserved before the
-child starts and two ng_runs can never race for it.
+Whoever starts it (ng_run's local placement, or a Ray actor on another node) binds the listening socket and
+passes its file descriptor, so the port is reserved before the child starts and two ng_runs can never race for
+it. The launch comes on standard input rather than in a file: it holds the server's secrets.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import importlib
 import inspect
 import os
@@ -19,17 +20,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import uvloop
+from pydantic import ValidationError
 
 from ngym.config.errors import ConfigError
 from ngym.config.instances import InstanceSpec
-from ngym.config.secrets import redact_text, secret_values
+from ngym.config.secrets import redact_text
 from ngym.gc_tuning import tune_garbage_collector
 from ngym.http.app import EmbeddedUvicorn, uvicorn_config
-from ngym.servers.base import Server, StartupError, instance_spec
-
-PARENT_PID_ENV = "NGYM_PARENT_PID"
+from ngym.lifetime import PARENT_PID_ENV, die_with_parent
+from ngym.placement.spec import ServerLaunch
+from ngym.servers.base import Server, StartupError
 
 
 def load_server_class(root: Path, spec: InstanceSpec) -> type[Server[Any]]:
@@ -56,16 +57,6 @@ def load_server_class(root: Path, spec: InstanceSpec) -> type[Server[Any]]:
             f"{code_path} must define exactly one server class (a subclass of ngym Server); found {names}"
         )
     return found[0]
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to SIGTERM us if our parent dies, even by SIGKILL, so no server is ever orphaned."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 async def _serve(server: Server[Any], sock: socket.socket) -> int:
@@ -98,7 +89,7 @@ def _run_workers(count: int, build: Callable[[], Server[Any]], sock: socket.sock
     for _ in range(count):
         pid = os.fork()
         if pid == 0:
-            _die_with_parent(supervisor)
+            die_with_parent(supervisor)
             os._exit(uvloop.run(_serve(build(), sock)))
         workers.add(pid)
     stopping = False
@@ -123,29 +114,39 @@ def _run_workers(count: int, build: Callable[[], Server[Any]], sock: socket.sock
     return status
 
 
+def read_launch(data: bytes) -> ServerLaunch:
+    """The launch from standard input; a clear error (without the values it holds) when it is not one."""
+    try:
+        return ServerLaunch.model_validate_json(data)
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()[:5])
+        raise ConfigError(f"the server launch on standard input is not valid ({where})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--instance", required=True)
-    parser.add_argument("--config-file", required=True, type=Path)
+    parser.add_argument("--instance", help="the replica's label, for ps and tools that look for it")
     parser.add_argument("--root", required=True, type=Path)
     parser.add_argument("--fd", required=True, type=int)
     args = parser.parse_args(argv)
     parent = os.environ.get(PARENT_PID_ENV)
     if parent:
-        _die_with_parent(int(parent))
-    config = orjson.loads(args.config_file.read_bytes())
+        die_with_parent(int(parent))
+    secrets: frozenset[str] = frozenset()
+    who = "ngym.servers.launch"
     try:
-        spec = instance_spec(config, args.instance)
-        server_class = load_server_class(args.root.resolve(), spec)
-        server = server_class.from_config(config, args.instance)
+        launch = read_launch(sys.stdin.buffer.read())
+        secrets, who = launch.secrets(), launch.label
+        server_class = load_server_class(args.root.resolve(), launch.spec)
+        server = server_class.from_launch(launch)
     except ConfigError as exc:
-        print(f"{args.instance}: {redact_text(str(exc), secret_values(config))}", file=sys.stderr, flush=True)
+        print(f"{who}: {redact_text(str(exc), secrets)}", file=sys.stderr, flush=True)
         return 2
     sock = socket.socket(fileno=args.fd)
     workers = server.config.num_workers
     if workers == 1:
         return uvloop.run(_serve(server, sock))
-    return _run_workers(workers, lambda: server_class.from_config(config, args.instance), sock)
+    return _run_workers(workers, lambda: server_class.from_launch(launch), sock)
 
 
 if __name__ == "__main__":

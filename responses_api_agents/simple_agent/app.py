@@ -1,8 +1,16 @@
-"""simple_agent: call the model; run each function call on the resources server; repeat until an answer."""
+"""simple_agent: call the model; run each function call on the resources server; repeat until an answer.
+
+With several replicas of the model server or the resources server, each rollout holds one replica of each, the
+least loaded when it starts (ngym.placement.routing): its session lives there. A replica that cannot be reached
+fails the rollouts it held (the collector retries them) and leaves rotation until it answers again.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -11,10 +19,12 @@ from pydantic import Field
 from ngym.http.app import HttpError, error_message, error_object
 from ngym.http.client import NO_RETRY, HttpClient, HttpResult, Timeouts, UpstreamError
 from ngym.http.cookies import CookieStore
+from ngym.placement.routing import ReplicaRouter
 from ngym.rollouts.failures import AGENT, MODEL, TOOL, VERIFY, is_task_refusal
 from ngym.servers.agent import Agent, AgentConfig
 from ngym.servers.base import ServerReference
 from ngym.servers.resources import CONTROL_ROUTES
+from ngym.upstream.pool import Upstream
 
 # OpenAI's rule for function names; it also keeps a name a single path segment.
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -35,6 +45,16 @@ class AgentFailure(HttpError):
         super().__init__(502, message, error_type="rollout_failed", code=failure_class)
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The replicas one rollout talks to, and their routers (to report a replica that cannot be reached)."""
+
+    model: Upstream
+    resources: Upstream
+    models: ReplicaRouter
+    environments: ReplicaRouter
+
+
 class SimpleAgent(Agent[SimpleAgentConfig]):
     config_model = SimpleAgentConfig
 
@@ -45,10 +65,25 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
         return HttpClient(timeouts=Timeouts(total=config.request_timeout_s), retry=NO_RETRY)
 
     async def startup(self) -> None:
-        self.model_url = self.directory.url(self.config.model_server.as_ref())
-        self.resources_url = self.directory.url(self.config.resources_server.as_ref())
+        self.models = ReplicaRouter(self.directory.urls(self.config.model_server.as_ref()), self.http)
+        self.environments = ReplicaRouter(self.directory.urls(self.config.resources_server.as_ref()), self.http)
+        self.models.start()
+        self.environments.start()
+
+    async def shutdown(self) -> None:
+        await self.models.stop()
+        await self.environments.stop()
+
+    @contextlib.asynccontextmanager
+    async def _route(self) -> AsyncIterator[Route]:
+        with self.models.hold() as model, self.environments.hold() as resources:
+            yield Route(model, resources, self.models, self.environments)
 
     async def respond(self, params: dict[str, Any], cookies: CookieStore) -> dict[str, Any]:
+        async with self._route() as route:
+            return await self._respond(params, cookies, route)
+
+    async def _respond(self, params: dict[str, Any], cookies: CookieStore, route: Route) -> dict[str, Any]:
         history = _as_items(params["input"])
         tools = callable_tools(params.get("tools"))
         produced: list[dict[str, Any]] = []
@@ -56,42 +91,49 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
         steps = 0
         while self.config.max_steps is None or steps < self.config.max_steps:
             steps += 1
-            response = await self._call_model({**params, "input": history + produced}, cookies)
+            response = await self._call_model({**params, "input": history + produced}, cookies, route)
             output = response.get("output") or []
             produced.extend(output)
             calls = [item for item in output if item.get("type") == "function_call"]
             if not calls or response.get("status") == "incomplete":
                 break
             for call in calls:
-                produced.append(await self._run_tool(call, tools, cookies))
+                produced.append(await self._run_tool(call, tools, cookies, route))
         return {**response, "output": produced}
 
     async def run(self, row: dict[str, Any]) -> dict[str, Any]:
+        async with self._route() as route:
+            return await self._run_rollout(row, route)
+
+    async def _run_rollout(self, row: dict[str, Any], route: Route) -> dict[str, Any]:
         cookies = CookieStore()
-        seed = await self._post(self.resources_url, "/seed_session", row, cookies, TOOL)
+        resources_url = route.resources.base_url
+        seed = await self._post(route, route.resources, "/seed_session", row, cookies, TOOL)
         _raise_unless_ok(seed, "resources server /seed_session", TOOL)
         try:
-            response = await self.respond(row["responses_create_params"], cookies)
+            response = await self._respond(row["responses_create_params"], cookies, route)
         except HttpError as exc:
             if exc.param and exc.status < 500:  # the model server named a field of the row's request
                 exc.param = f"responses_create_params.{exc.param}"
             raise
-        verified = await self._post(self.resources_url, "/verify", {**row, "response": response}, cookies, VERIFY)
+        verified = await self._post(route, route.resources, "/verify", {**row, "response": response}, cookies, VERIFY)
         _raise_unless_ok(verified, "resources server /verify", VERIFY)
         body = verified.json()
         if not isinstance(body, dict) or "reward" not in body:
-            raise AgentFailure(f"resources server /verify at {self.resources_url} answered without a reward", VERIFY)
+            raise AgentFailure(f"resources server /verify at {resources_url} answered without a reward", VERIFY)
         return body
 
-    async def _call_model(self, params: dict[str, Any], cookies: CookieStore) -> dict[str, Any]:
-        result = await self._post(self.model_url, "/v1/responses", params, cookies, MODEL)
+    async def _call_model(self, params: dict[str, Any], cookies: CookieStore, route: Route) -> dict[str, Any]:
+        result = await self._post(route, route.model, "/v1/responses", params, cookies, MODEL)
         _raise_unless_ok(result, "model server /v1/responses", MODEL)
         body = result.json()
         if not isinstance(body, dict):
-            raise AgentFailure(f"model server at {self.model_url} answered with a non-object", MODEL)
+            raise AgentFailure(f"model server at {route.model.base_url} answered with a non-object", MODEL)
         return body
 
-    async def _run_tool(self, call: dict[str, Any], tools: frozenset[str], cookies: CookieStore) -> dict[str, Any]:
+    async def _run_tool(
+        self, call: dict[str, Any], tools: frozenset[str], cookies: CookieStore, route: Route
+    ) -> dict[str, Any]:
         name, call_id = str(call.get("name")), call.get("call_id")
         if name not in tools:
             # The model chose the name: only the request's own tools reach the resources server.
@@ -103,16 +145,21 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
             return _tool_output(call_id, {"error": f"the arguments of {name} are not valid JSON: {exc}"})
         if not isinstance(arguments, dict):
             return _tool_output(call_id, {"error": f"the arguments of {name} must be a JSON object"})
-        result = await self._post(self.resources_url, f"/{name}", arguments, cookies, TOOL)
+        result = await self._post(route, route.resources, f"/{name}", arguments, cookies, TOOL)
         if result.status >= 500:
-            raise AgentFailure(f"tool {name} on {self.resources_url} failed with HTTP {result.status}", TOOL)
+            raise AgentFailure(f"tool {name} on {route.resources.base_url} failed with HTTP {result.status}", TOOL)
         # A tool's 4xx (unknown tool, bad arguments) is the model's mistake: it sees the error body.
         return {"type": "function_call_output", "call_id": call_id, "output": result.body.decode()}
 
-    async def _post(self, base: str, path: str, payload: Any, cookies: CookieStore, failure_class: str) -> HttpResult:
+    async def _post(
+        self, route: Route, replica: Upstream, path: str, payload: Any, cookies: CookieStore, failure_class: str
+    ) -> HttpResult:
+        base = replica.base_url
         try:
             result = await self.http.post_json(base + path, payload, cookies.header(base))
         except UpstreamError as exc:
+            # The rollout's session lives on this replica: the rollout fails here; the collector retries it.
+            (route.models if replica is route.model else route.environments).failed(replica, exc)
             raise AgentFailure(f"{path} on {exc.url}: {exc.reason}", failure_class) from None
         cookies.update(base, result)
         return result
