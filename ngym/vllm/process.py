@@ -232,7 +232,8 @@ class VllmServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         defaults = DEFAULT_ENV if self.serve_args is None else {}  # explicit serve_args: the caller's env only
-        env = {**os.environ, **defaults, **self.env}
+        # Unbuffered: a vLLM that is killed still leaves every line it wrote in its log.
+        env = {**os.environ, **defaults, "PYTHONUNBUFFERED": "1", **self.env}
         if self.serve_args is not None and self.api_key:
             env["VLLM_API_KEY"] = self.api_key
         # vLLM runs under a stdlib watchdog that leads a new process group (so stop() can kill the engine-core

@@ -32,8 +32,10 @@ def missing(what: str) -> NoReturn:
     pytest.skip(f"{what} (make setup installs it)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API keeps an event loop running in this thread while it is open, and
+    every async test after it would fail ("Runner.run() cannot be called from a running event loop")."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

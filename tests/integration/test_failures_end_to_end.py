@@ -288,7 +288,7 @@ def pointing_at(agent_relay_url: str) -> Rewrite:
         listing = orjson.loads(body)
         for server in listing:
             if server["name"] == AGENT:
-                server["url"] = agent_relay_url
+                server["url"], server["urls"] = agent_relay_url, [agent_relay_url]
         return orjson.dumps(listing)
 
     return rewrite
@@ -326,7 +326,7 @@ async def test_one_invalid_task_in_2000_is_recorded_once_and_the_rest_finish(
     assert failure["class"] == "invalid_task" and 400 <= failure["status"] < 500, failure
     assert "input" in failure["error"], failure
     runs = [orjson.loads(body) for body in agent.bodies("/run")]
-    assert len(runs) == count
+    assert len(runs) >= count  # a rollout whose connection dropped under load is retried; the invalid one never
     assert sum(run["responses_create_params"]["input"] == 7 for run in runs) == 1, "the invalid task was retried"
 
     keys = sorted(resume_key(row) for row in read_jsonl(output))
