@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from ngym.config.errors import ConfigError
 from ngym.lifetime import child_env
@@ -53,12 +54,30 @@ def ng_run_process(
 
 
 def _wait_ready(process: subprocess.Popen[bytes], head_port: int, timeout: float) -> None:
+    """Until this ng_run is ready. A gym that answers on the port but is not this child (its head server names
+    another pid) is never taken for it: this child then fails to bind the port and exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ConfigError(f"ng_run stopped before its servers were ready (exit code {process.returncode})")
-        with contextlib.suppress(ConfigError):
-            if fetch_from_head("127.0.0.1", head_port, "/health", timeout=2).get("ready"):
-                return
+            other = _pid_on(head_port)
+            held = f"; head port {head_port} is held by another gym (ng_run pid {other})" if other else ""
+            raise ConfigError(f"ng_run stopped before its servers were ready (exit code {process.returncode}){held}")
+        health = _health(head_port)
+        if health.get("pid") == process.pid and health.get("ready"):
+            return
         time.sleep(0.25)
     raise ConfigError(f"ng_run's servers were not ready within {timeout:g} s")
+
+
+def _health(head_port: int) -> dict[str, Any]:
+    with contextlib.suppress(ConfigError):
+        health = fetch_from_head("127.0.0.1", head_port, "/health", timeout=2)
+        if isinstance(health, dict):
+            return health
+    return {}
+
+
+def _pid_on(head_port: int) -> int | None:
+    """The pid of the ng_run whose head server answers on the port, if any does."""
+    pid = _health(head_port).get("pid")
+    return pid if isinstance(pid, int) else None

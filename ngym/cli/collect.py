@@ -27,6 +27,7 @@ from ngym.config.load import CONFIG_PATHS_KEY, ENV_FILE_NAME, load_config, parse
 from ngym.config.validation import describe_validation_error
 from ngym.rollouts.collect import CollectPlan, collect
 from ngym.rollouts.engine import AgentUrls
+from ngym.rollouts.output_lock import OutputLock
 from ngym.rollouts.prompt import Prompt
 from ngym.rollouts.tasks import TaskSource
 from ngym.servers.head import agents_of, fetch_from_head, wait_until_ready
@@ -218,10 +219,16 @@ def build_plan(parsed: CollectArgs, agent_urls: AgentUrls) -> CollectPlan:
 def run(args: list[str]) -> int:
     """ng_collect_rollouts +input_jsonl_fpath=... +output_jsonl_fpath=... [+agent_name=...] [+limit=N]"""
     parsed = parse_args(args)
-    # Paths first: a typo in a file name should not wait for ng_run.
-    build_plan(parsed, {})
+    # Paths and the output's lock first: a typo in a file name, or another run on the output, should not wait
+    # for ng_run.
+    with OutputLock.acquire(build_plan(parsed, {}).output_path, "ng_collect_rollouts") as lock:
+        return run_locked(parsed, lock)
+
+
+def run_locked(parsed: CollectArgs, lock: OutputLock) -> int:
+    """Collect with the output's lock already held (taken by `run`, or by `gym eval run` before the servers)."""
     plan = build_plan(parsed, find_agents(parsed.head_server, parsed.ready_timeout_s))
-    summary = uvloop.run(collect(plan, sys.stderr))
+    summary = uvloop.run(collect(plan, sys.stderr, lock=lock))
     print(summary.table(summary.wall_seconds))
     print(f"output: {plan.output_path}")
     if summary.failed:

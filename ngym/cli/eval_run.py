@@ -16,6 +16,7 @@ from ngym.cli.common import repo_root
 from ngym.config.errors import ConfigError
 from ngym.config.instances import iter_instances
 from ngym.config.load import load_config
+from ngym.rollouts.output_lock import OutputLock
 
 E2E_KEYS = frozenset({"split", "reuse_existing_data_preparation"})
 ACCEPTED_KEYS = frozenset({"json", "disable_aggregation"})  # nothing in ngym for them to change
@@ -73,5 +74,10 @@ def run_end_to_end(overrides: list[str]) -> int:
         agent = next((t.split("=", 1)[1] for t in for_collector if override_key(t) == "agent_name"), None)
         agent, path = dataset_for(config, agent, settings.get("split"))
         for_collector += [f"++input_jsonl_fpath={path}"] + ([] if "agent_name" in given else [f"++agent_name={agent}"])
-    with ng_run_process([*for_servers, f"++head_server.port={head_port}"], head_port, "gym eval run"):
-        return collect.run([*for_collector, f"+head_server.port={head_port}"])
+    parsed = collect.parse_args([*for_collector, f"+head_server.port={head_port}"])
+    output = collect.build_plan(parsed, {}).output_path  # the input checked, and the output locked, first
+    with (
+        OutputLock.acquire(output, "gym eval run") as lock,
+        ng_run_process([*for_servers, f"++head_server.port={head_port}"], head_port, "gym eval run"),
+    ):
+        return collect.run_locked(parsed, lock)

@@ -30,6 +30,7 @@ from ngym.rollouts.output import (
     repair_partial_line,
     summary_path,
 )
+from ngym.rollouts.output_lock import OutputLock
 from ngym.rollouts.summary import Summary
 from ngym.rollouts.tasks import TaskCheck, TaskSource, check_tasks, iter_tasks, unused_repeat_entries
 
@@ -48,7 +49,15 @@ class CollectPlan:
     max_consecutive_failures: int = 25
 
 
-async def collect(plan: CollectPlan, log: TextIO, stop: asyncio.Event | None = None) -> Summary:
+async def collect(
+    plan: CollectPlan, log: TextIO, stop: asyncio.Event | None = None, lock: OutputLock | None = None
+) -> Summary:
+    """Collect the plan's rollouts into its output, holding the output's lock for the whole run (`lock`, when the
+    caller took it earlier, e.g. before starting the servers)."""
+    if lock is None:
+        with OutputLock.acquire(plan.output_path, "ng_collect_rollouts") as own:
+            return await collect(plan, log, stop, own)
+    assert lock.output == plan.output_path, (lock.output, plan.output_path)
     output = plan.output_path
     summary = Summary(expected=0)
     done = _prepare_output(plan, summary, log)

@@ -1,15 +1,15 @@
 """Run rollouts through their agents' /run, a bounded number at once, and hand back each as it ends.
 
 The one loop under both ng_collect_rollouts (which writes files) and the Python API (which yields to a
-trainer). Every rollout ends as an Outcome: its scored row, or its failure with a class. A stop (Ctrl-C, too
-many failures in a row, the caller) is seen at once, also while waiting for a free slot; the rollouts in
-flight are then cancelled and the rest never start.
+trainer). Every rollout ends as an Outcome: its scored row, or its failure with a class. The scheduling
+(ngym.rollouts.bounded) hands back every outcome exactly once and always returns; a stop (Ctrl-C, too many
+failures in a row, the caller) is seen at once, also while waiting for a free slot: what has ended is handed
+back, the rollouts still in flight are cancelled and the rest never start.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +18,7 @@ import orjson
 
 from ngym.http.client import HttpClient, UpstreamError
 from ngym.placement.routing import ReplicaRouter
+from ngym.rollouts.bounded import run_bounded
 from ngym.rollouts.failures import AGENT, RolloutFailed, from_agent_answer, from_upstream_error
 from ngym.rollouts.keys import AGENT_REF, ROLLOUT_INDEX, TASK_INDEX
 from ngym.rollouts.tasks import Task
@@ -55,60 +56,12 @@ async def run_rollouts(
                for name, urls in agent_urls.items()}  # fmt: skip
     for router in routers.values():
         router.start()
-    slots = asyncio.Semaphore(max_in_flight)
-    ended: asyncio.Queue[Outcome] = asyncio.Queue()
-    running: set[asyncio.Task[None]] = set()
-    stopper = asyncio.ensure_future(stop.wait())
-
-    async def run_one(task: Task) -> None:
-        # A rollout holds its slot until its outcome is taken, so a slow consumer holds back new rollouts
-        # instead of letting finished ones pile up.
-        try:
-            outcome = await run_rollout(http, routers[task.agent], task)
-        except asyncio.CancelledError:
-            slots.release()
-            raise
-        ended.put_nowait(outcome)
-
-    async def start_all() -> None:
-        for task in tasks:
-            if not await _free_slot(slots, stopper):
-                return
-            job = asyncio.create_task(run_one(task))
-            running.add(job)
-            job.add_done_callback(running.discard)
-
-    starter = asyncio.create_task(start_all())
+    outcomes = run_bounded(tasks, lambda task: run_rollout(http, routers[task.agent], task), max_in_flight, stop)
     try:
-        while True:
-            if ended.empty():
-                if starter.done() and not running:
-                    break
-                getter = asyncio.ensure_future(ended.get())
-                waits = {getter, stopper} | ({starter} if not starter.done() else set())
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await getter
-                    if stop.is_set():
-                        break
-                    continue
-                outcome = getter.result()
-            else:
-                outcome = ended.get_nowait()
-            slots.release()
+        async for outcome in outcomes:
             yield outcome
-            if stop.is_set():
-                break
-        if starter.done():
-            starter.result()  # an error while reading the tasks is the caller's to see
     finally:
-        stopper.cancel()
-        starter.cancel()
-        for job in list(running):
-            job.cancel()
-        await asyncio.gather(starter, *running, return_exceptions=True)
+        await outcomes.aclose()
         for router in routers.values():
             await router.stop()
 
@@ -148,23 +101,3 @@ async def _scored_row(http: HttpClient, agent_url: str, task: Task) -> dict[str,
 def row_keys(task: Task) -> dict[str, Any]:
     """What NeMo Gym sets on every row it writes, over whatever the agent answered."""
     return {TASK_INDEX: task.task_index, ROLLOUT_INDEX: task.rollout_index, AGENT_REF: task.row[AGENT_REF]}
-
-
-async def _free_slot(slots: asyncio.Semaphore, stopper: asyncio.Future[Any]) -> bool:
-    """Wait for a free slot, or for a stop (seen at once, not when some rollout finishes): True for a slot."""
-    if stopper.done():
-        return False
-    if slots.locked():
-        acquire = asyncio.ensure_future(slots.acquire())
-        await asyncio.wait([acquire, stopper], return_when=asyncio.FIRST_COMPLETED)
-        if not acquire.done():
-            acquire.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acquire
-            return False
-    else:
-        await slots.acquire()
-    if stopper.done():
-        slots.release()
-        return False
-    return True

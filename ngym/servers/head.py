@@ -3,6 +3,7 @@ publishes where every replica of every instance listens."""
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.error
 import urllib.request
@@ -58,7 +59,8 @@ def head_app(config: dict[str, Any], state: HeadState) -> Starlette:
     public_config = redact(config)
 
     async def health(_request: Request) -> Response:
-        return json_response({"status": "ok", "ready": state.ready})
+        # The pid lets a tool that started ng_run tell its own gym from another one on the same port.
+        return json_response({"status": "ok", "ready": state.ready, "pid": os.getpid()})
 
     async def get_config(_request: Request) -> Response:
         return json_response(public_config)

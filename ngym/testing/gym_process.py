@@ -66,9 +66,12 @@ class GymProcess:
     def _ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.head_port}/health", timeout=2) as answer:
-                return bool(json.loads(answer.read()).get("ready"))
+                health = json.loads(answer.read())
         except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
             return False
+        # Another gym on this port is not this one (this ng_run then fails to bind the port and exits).
+        assert self.process is not None
+        return bool(health.get("ready")) and health.get("pid") == self.process.pid
 
     def _log_tail(self) -> str:
         if self.log_path and self.log_path.is_file():
@@ -83,10 +86,18 @@ class GymProcess:
     def url_of(self, name: str) -> str:
         return next(str(s["url"]) for s in self.servers() if s["name"] == name)
 
-    def collect(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run ng_collect_rollouts against this ng_run."""
+    def collect(self, *args: str, check: bool = True, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+        """Run ng_collect_rollouts against this ng_run; one that has not exited after `timeout` seconds is killed
+        and its output shown."""
         command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={self.head_port}"]
-        result = subprocess.run(command, cwd=self.root, capture_output=True, text=True, check=False)
+        try:
+            result = subprocess.run(command, cwd=self.root, capture_output=True, text=True, check=False,
+                                    timeout=timeout)  # fmt: skip
+        except subprocess.TimeoutExpired as hung:
+            raise RuntimeError(
+                f"ng_collect_rollouts had not exited after {timeout:g} s and was killed; its output:\n"
+                f"{_text(hung.stdout)}\n{_text(hung.stderr)}\nng_run's log:{self._log_tail()}"
+            ) from None
         if check and result.returncode != 0:
             raise RuntimeError(f"ng_collect_rollouts exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return result
@@ -111,3 +122,9 @@ class GymProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+        if exc_type is not None and self.log_path:  # the test failed or timed out inside the block: show why
+            print(f"ng_run's log ({self.log_path}){self._log_tail()}", file=sys.stderr)
+
+
+def _text(output: bytes | str | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""

@@ -195,7 +195,40 @@ class Delay:
     seconds: float
 
 
-Fault = HttpError | DropConnection | Delay
+class Hold:
+    """Hold each request until `release()`, then answer normally. `wait_for_held(n)` returns once n requests are
+    held at once, so a test acts on that state (e.g. kills a server while rollouts are on it), not after a time."""
+
+    POLL_S = 0.005
+
+    def __init__(self) -> None:
+        self._released = threading.Event()
+        self._changed = threading.Condition()
+        self.held = 0
+
+    async def wait(self) -> None:
+        with self._changed:
+            self.held += 1
+            self._changed.notify_all()
+        try:
+            while not self._released.is_set():  # the stand-in's own loop must not block on a thread event
+                await asyncio.sleep(self.POLL_S)
+        finally:
+            with self._changed:
+                self.held -= 1
+                self._changed.notify_all()
+
+    def wait_for_held(self, count: int, timeout: float = 120.0) -> None:
+        """Block until `count` requests are held at once (the timeout is a hang guard, not a measurement)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.held >= count, timeout):
+                raise TimeoutError(f"{self.held} requests held after {timeout:g} s, waiting for {count}")
+
+    def release(self) -> None:
+        self._released.set()
+
+
+Fault = HttpError | DropConnection | Delay | Hold
 
 _ERROR_TYPES = {
     400: "BadRequestError",
@@ -548,6 +581,8 @@ class StandinApp:
         for active in (script.down, fault):
             if isinstance(active, Delay):
                 await asyncio.sleep(active.seconds)
+            elif isinstance(active, Hold):
+                await active.wait()
             elif isinstance(active, HttpError):
                 return _json(active.response_body(), active.status)
             elif isinstance(active, DropConnection):

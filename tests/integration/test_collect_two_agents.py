@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
-from ngym.testing.vllm_standin import Delay, StandinScript, StandinServer
+from ngym.testing.vllm_standin import Delay, Hold, StandinScript, StandinServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "resources_servers" / "simple_weather" / "data" / "example.jsonl"
@@ -76,22 +75,25 @@ def test_one_file_for_two_agents_survives_kill_9_and_resumes_to_one_row_per_roll
         overrides = [f"++policy_base_url={first.base_url}", "++policy_api_key=none",
                      f"++policy_model_name={first.script.model}"]  # fmt: skip
         with GymProcess(ROOT, (*SEED_CONFIG_PATHS, str(config)), overrides, log_path=tmp_path / "ng_run.log") as gym:
-            first.script.down = second.script.down = Delay(0.2)  # slow enough to be killed mid-run
+            # Six model calls pass on each model server, then every call is held: killed once the four rollouts
+            # in flight are held, so some finished (every one written before the next started) and some did not.
+            hold = Hold()
+            for standin in (first, second):
+                standin.script.inject(*[Delay(0.0)] * 6, *[hold] * 100)
             command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={gym.head_port}"]
             collector = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            deadline = time.monotonic() + 120  # a hang guard
-            while (not output.exists() or output.read_bytes().count(b"\n") < 6) and time.monotonic() < deadline:
-                assert collector.poll() is None, collector.communicate()
-                time.sleep(0.05)
+            hold.wait_for_held(4)
             collector.send_signal(signal.SIGKILL)
             collector.communicate(timeout=60)
-            killed_with = len(read_rows(output)) if output.read_bytes().endswith(b"\n") else None
-            first.script.down = second.script.down = None
+            killed_with = len(read_rows(output))
+            for standin in (first, second):
+                standin.script.faults.clear()
+            hold.release()
             resumed = gym.collect(*args)
     rows = read_rows(output)
     keys = sorted((row["_ng_task_index"], row["_ng_rollout_index"]) for row in rows)
     assert keys == expected, "a rollout lost or collected twice"
-    assert killed_with is None or 6 <= killed_with < len(expected)
+    assert 1 <= killed_with < len(expected)
     assert "resuming:" in resumed.stderr and f"expected {len(expected)}" in resumed.stdout
     for row in rows:
         agent = agents[row["_ng_task_index"]]

@@ -35,7 +35,8 @@ def model_flags(standin: StandinServer) -> list[str]:
 
 
 def gym(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([console_script("gym"), *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    return subprocess.run([console_script("gym"), *args], cwd=ROOT, capture_output=True, text=True, check=False,
+                          timeout=90)  # fmt: skip
 
 
 def test_env_start_with_flags_then_status_and_a_collection_against_it(standin: StandinServer, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from ngym.testing.gym_process import GymProcess, console_script
 from ngym.testing.vllm_server import free_port
+from ngym.testing.waiting import line_count, wait_until
 
 pytestmark = pytest.mark.vllm
 
@@ -150,9 +151,15 @@ def test_two_instances_keep_sessions_and_survive_one_killed_mid_run(tmp_path: Pa
         args = (*COLLECT, f"+output_jsonl_fpath={output}", "+limit=10", "+num_repeats=8", "+num_samples_in_parallel=8")
         command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={gym.head_port}"]
         collector = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 300
-        while (not output.exists() or len(output.read_text().splitlines()) < 15) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        # Killed once both instances have served (a session on each) and rollouts have finished: the state the
+        # test is about, never a length of time.
+        served = [tmp_path / "run" / "policy_model" / f"vllm-{index}.log" for index in (0, 1)]
+        wait_until(
+            lambda: all(_served_a_chat(log) for log in served) and line_count(output) >= 15,
+            "both instances serving and 15 rollouts finished",
+            timeout=300,
+            process=collector,
+        )
         for pid in vllm_pids(ports[1]):
             os.kill(pid, signal.SIGKILL)
         stdout, stderr = collector.communicate(timeout=600)
@@ -161,9 +168,11 @@ def test_two_instances_keep_sessions_and_survive_one_killed_mid_run(tmp_path: Pa
         rows = [json.loads(line) for line in output.read_text().splitlines()]
         keys = sorted((row["_ng_task_index"], row["_ng_rollout_index"]) for row in rows)
         assert keys == [(task, rollout) for task in range(10) for rollout in range(8)], "every rollout finished once"
-    for index in (0, 1):
-        served = (tmp_path / "run" / "policy_model" / f"vllm-{index}.log").read_text()
-        assert "POST /v1/chat/completions" in served, f"sessions were spread over both instances ({index})"
+    assert all(_served_a_chat(log) for log in served), "sessions were spread over both instances"
+
+
+def _served_a_chat(log: Path) -> bool:
+    return log.is_file() and "POST /v1/chat/completions" in log.read_text(errors="replace")
 
 
 def _all_vllm_pids() -> list[int]:

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -24,7 +23,8 @@ import pytest
 from ngym.http.probe import answers
 from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
 from ngym.testing.vllm_server import free_port
-from ngym.testing.vllm_standin import Delay, DropConnection, StandinScript, StandinServer
+from ngym.testing.vllm_standin import Delay, DropConnection, Hold, StandinScript, StandinServer
+from ngym.testing.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,7 @@ def test_table_then_ctrl_c_stops_every_server(standin: StandinServer, tmp_path: 
     pids = server_pids(text)
     assert len(pids) == 4
     status = subprocess.run([console_script("ng_status"), f"+head_server.port={gym.head_port}"], cwd=ROOT,
-                            capture_output=True, text=True, check=False)  # fmt: skip
+                            capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
     assert status.returncode == 0 and status.stdout.count(" ok") == 3, status.stdout
     assert gym.stop() == 0
     assert not any(answers(url) for url in urls)
@@ -97,10 +97,7 @@ def test_kill_9_of_ng_run_leaves_no_server_behind(standin: StandinServer, tmp_pa
     assert gym.process is not None
     os.kill(gym.process.pid, signal.SIGKILL)
     gym.process.wait()
-    deadline = time.monotonic() + 15
-    while any(answers(url) for url in urls) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not any(answers(url) for url in urls)
+    wait_until(lambda: not any(answers(url) for url in urls), "every server gone", timeout=60)
 
 
 def run_ng_run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -177,7 +174,7 @@ def test_ng_test_runs_a_servers_tests() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout
     missing = subprocess.run([console_script("ng_test"), "+entrypoint=resources_servers/nope"], cwd=ROOT,
-                             capture_output=True, text=True, check=False)  # fmt: skip
+                             capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
     assert missing.returncode == 2 and "no server folder" in missing.stderr
 
 
@@ -231,23 +228,26 @@ def test_ctrl_c_during_collection_keeps_whole_finished_rollouts_and_resume_compl
         "+num_repeats=4",
         "+num_samples_in_parallel=4",
     ]
-    with StandinServer(StandinScript()) as slow, GymProcess(ROOT, SEED_CONFIG_PATHS, env(slow),
-                                                           log_path=tmp_path / "ng_run.log") as gym:  # fmt: skip
-        slow.script.down = Delay(0.3)
+    with StandinServer(StandinScript()) as standin, GymProcess(ROOT, SEED_CONFIG_PATHS, env(standin),
+                                                              log_path=tmp_path / "ng_run.log") as gym:  # fmt: skip
+        # Ten model calls pass (one a rollout: ten rollouts finish), then every call is held: Ctrl-C comes once
+        # the four rollouts in flight are held, so ten finished and none can finish meanwhile.
+        hold = Hold()
+        standin.script.inject(*[Delay(0.0)] * 10, *[hold] * 100)
         command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={gym.head_port}"]
         collector = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while (not output.exists() or len(output.read_bytes().split(b"\n")) < 6) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        hold.wait_for_held(4)
         collector.send_signal(signal.SIGINT)
         stdout, stderr = collector.communicate(timeout=60)
+        standin.script.faults.clear()
+        hold.release()
         assert "cancelling" in stderr
         assert "expected 40" in stdout
         lines = output.read_bytes().split(b"\n")
         assert lines[-1] == b"", "the output must end with a whole line"
         done = [json.loads(line) for line in lines[:-1]]
-        assert 5 <= len(done) < 40
-        slow.script.down = None
+        assert len(done) == 10, "every rollout that finished before the stop is kept, and only those"
+        assert f"finished {len(done)}," in stdout, "the counts printed match the file"
         resumed = gym.collect(*args)
     assert f"(+{len(done)} from earlier runs)" in resumed.stdout
     rows = [json.loads(line) for line in output.read_text().split("\n") if line]

@@ -79,6 +79,7 @@ class HoldingAgent:
         self.waiting = 0
         self.most_at_once = 0
         self.received = 0
+        self.answered = 0
         self.released = asyncio.Event()
         if release_at is None:
             self.released.set()
@@ -92,6 +93,7 @@ class HoldingAgent:
             self.released.set()
         await self.released.wait()
         self.waiting -= 1
+        self.answered += 1
         return Response(orjson.dumps({**row, "reward": 1.0, "response": {"output": []}}), media_type="application/json")
 
     def app(self) -> Starlette:
@@ -129,7 +131,13 @@ async def test_a_consumer_that_stops_taking_outcomes_holds_back_new_rollouts(
     outcomes = Gym({"a": url}).collect(distinct_rows(100), agent_name="a", max_in_flight=5)
     first = await anext(outcomes)
     assert first.ok
-    await asyncio.sleep(0.5)  # room for runaway rollouts to start, were slots given back before consumption
+    # The state: every rollout the engine started has been answered. Had slots been given back before their
+    # outcomes were taken, the answers would have started more by now; a few hundred loop steps let any such
+    # request arrive (the agent runs on this loop).
+    while agent.answered < agent.received:
+        await asyncio.sleep(0)
+    for _ in range(500):
+        await asyncio.sleep(0)
     assert agent.received <= 5 + 1
     rest = await _all(outcomes)
     assert 1 + len(rest) == 100
@@ -162,3 +170,22 @@ async def test_the_docs_grpo_step(standin: StandinServer) -> None:
 
 async def _all(outcomes: AsyncIterator[Any]) -> list[Any]:
     return [outcome async for outcome in outcomes]
+
+
+async def test_a_foreign_gym_on_the_head_port_is_never_taken_for_the_one_started(
+    standin: StandinServer,
+) -> None:
+    """Another gym answers /health, ready, on the head port: Gym.start used to hand it to the caller while its own
+    ng_run died on the taken port. Now the child must prove it is the one answering (its pid)."""
+
+    async def health(_request: Request) -> Response:
+        return Response(orjson.dumps({"status": "ok", "ready": True, "pid": 1}), media_type="application/json")
+
+    foreign = Starlette(routes=[Route("/health", health, methods=["GET"])])
+    async with serve_in_background(foreign) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with pytest.raises(ConfigError, match=rf"head port {port} is held by another gym \(ng_run pid 1\)"):
+            async with Gym.start(
+                config_paths=SEED_CONFIG_PATHS, overrides=[*env(standin), f"++head_server.port={port}"]
+            ):
+                pytest.fail("the foreign gym was taken for the one started")

@@ -20,7 +20,7 @@ import pytest
 from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
 from ngym.testing.ray_cluster import SECOND_MACHINE, RayCluster
 from ngym.testing.vllm_server import free_port
-from ngym.testing.vllm_standin import Delay, RequestLog, StandinScript, StandinServer
+from ngym.testing.vllm_standin import Delay, Hold, RequestLog, StandinScript, StandinServer
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,14 +110,19 @@ def test_seed_flow_on_two_nodes_survives_a_killed_replica_and_ctrl_c_leaves_noth
 
             # A replica killed mid-run: the rollouts it held fail and are retried; every rollout finishes.
             standin.script.down = Delay(0.3)
+            hold = Hold()
+            standin.script.inject(*[hold] * 4)
             collector = subprocess.Popen(
                 [console_script("ng_collect_rollouts"), *COLLECT, f"+output_jsonl_fpath={output}", "+limit=10",
                  "+num_repeats=4", "+num_samples_in_parallel=4", f"+head_server.port={gym.head_port}"],
                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
-            wait_for(lambda: output.is_file() and len(output.read_text().splitlines()) >= 4, "the first rollouts")
+            # Killed while it holds rollouts: the first four (all in flight) have their sessions on the weather
+            # replicas and wait in their first model call.
+            hold.wait_for_held(4)
             killed = int(weather[0][3])
             os.kill(killed, signal.SIGKILL)
+            hold.release()
             stdout, stderr = collector.communicate(timeout=240)
             assert collector.returncode == 0, stdout + stderr
             assert "expected 40, finished 40, failed 0" in stdout, stdout
