@@ -46,8 +46,12 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy $(TYPED)
 
+# Two workers even on two cores: much of the suite waits on processes starting. A module's tests, and the tests
+# that share one vLLM, stay on one worker (conftest.py).
+PYTEST_WORKERS ?= 2
+
 test: setup lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=20
 
 # Rewrites the committed weights, tokenizer and resources_servers/simple_weather/data/heldout.jsonl.
 policy: setup
