@@ -8,12 +8,17 @@ earlier reasoning). So the next prompt is built from three parts:
 2. the template's closing tokens of that turn that the model did not generate itself (all of them after a cut
    generation, the rest after its end-of-turn token when it stopped on it);
 3. the tokens of everything after that turn (tool results, user messages, the generation prompt), cut from a
-   render of the conversation in which that turn's content is replaced by a marker: after the marker come the
-   turn's tool calls and the closing, and the closing's first occurrence ends the turn.
+   render of the conversation in which that turn's content is replaced by a marker (and its tool calls'
+   arguments by `{}`, so that no argument text can look like the closing): after the marker come the turn's tool
+   calls and the closing, and the closing's first occurrence ends the turn (`splice_prompt`).
+
+A template that drops the content of such a turn (Llama 3.1-3.3 and Mistral v0.3 write a tool-call turn without
+its content) leaves no marker to find: then the turn ends where the render of the conversation up to that turn
+(no generation prompt) ends, when the full render begins with it (`splice_at_prefix`).
 
 The marker's tokens and the closing are learnt once per template from two renders that differ only in the
-assistant content (`TurnTemplate.learn`). Anything that does not cut cleanly is a SpliceError naming the turn.
-Pure functions; no I/O.
+assistant content (`TurnTemplate.learn`). Anything that does not cut cleanly is a SpliceError naming the turn
+and what the template does. Pure functions; no I/O.
 """
 
 from __future__ import annotations
@@ -100,13 +105,15 @@ def last_token_turn(messages: Sequence[Any]) -> TokenTurn | None:
 
 def render_messages(messages: Sequence[Any], turn: TokenTurn | None, marker: str = SPLICE_MARKERS[0]) -> list[Any]:
     """The messages to render: token data removed (vLLM ignores it, and it is the bulk of a long history), and
-    the turn's content replaced by `marker` (its tool calls kept: some templates name them in tool results)."""
+    the turn's content replaced by `marker`. Its tool calls are kept with their ids and names (some templates
+    name them in tool results) but `{}` as arguments: the model's own text of that turn is never used, and an
+    argument that contains the template's closing text (a literal `<|im_end|>`) cannot end the turn early."""
     out: list[Any] = []
     for index, message in enumerate(messages):
         if turn is not None and index == turn.index:
             replaced: JSON = {"role": "assistant", "content": marker}
             if message.get("tool_calls"):
-                replaced["tool_calls"] = message["tool_calls"]
+                replaced["tool_calls"] = [_without_arguments(call) for call in message["tool_calls"]]
             out.append(replaced)
         elif isinstance(message, dict) and message.get("role") == "assistant" and _has_tokens(message):
             out.append({key: value for key, value in message.items() if key not in TOKEN_FIELDS})
@@ -123,8 +130,8 @@ def splice_prompt(turn: TokenTurn, rendered: Sequence[int], template: TurnTempla
     if len(at) != 1:
         found = "not found" if not at else f"found {len(at)} times"
         raise SpliceError(
-            f"{turn.name}: the turn's place in the rendered prompt was {found}; the chat template rewrites or "
-            "drops assistant content, so the tokens after that turn cannot be cut exactly"
+            f"{turn.name}: the turn's place in the rendered prompt was {found}: the chat template drops or "
+            "rewrites this assistant turn's content, so the tokens after it cannot be cut exactly at its content"
         )
     after_marker = at[0] + len(searched)
     closing = template.closing_ids
@@ -132,12 +139,44 @@ def splice_prompt(turn: TokenTurn, rendered: Sequence[int], template: TurnTempla
     if not ends:
         raise SpliceError(
             f"{turn.name}: the chat template's end-of-turn tokens {list(closing)} do not follow the turn in the "
-            "rendered prompt, so the tokens after it cannot be cut exactly"
+            "rendered prompt: it ends this turn otherwise than a plain answer, so the tokens after it cannot be cut "
+            "exactly"
         )
-    suffix = rendered[ends[0] + len(closing) :]
+    return _joined(turn, closing, rendered[ends[0] + len(closing) :])
+
+
+def splice_at_prefix(
+    turn: TokenTurn, rendered: Sequence[int], prefix: Sequence[int], template: TurnTemplate
+) -> list[int]:
+    """The next prompt when the turn's content is not in `rendered` (the template drops it): `prefix` is the render
+    of the same messages up to and including the turn, without the generation prompt. The full render must begin
+    with it (the template writes earlier turns the same whatever follows them), and it must end with the
+    template's closing; the turn ends there."""
+    size = len(prefix)
+    if not size or list(rendered[:size]) != list(prefix):
+        raise SpliceError(
+            f"{turn.name}: the chat template writes the conversation up to this turn differently once later "
+            "messages follow it, so the turn's end cannot be found by comparing renders either"
+        )
+    closing = template.closing_ids
+    if tuple(prefix[-len(closing) :]) != closing:
+        raise SpliceError(
+            f"{turn.name}: the chat template ends this turn with other tokens than a plain answer's "
+            f"{list(closing)}, so the closing the model did not generate is not known"
+        )
+    return _joined(turn, closing, rendered[size:])
+
+
+def _joined(turn: TokenTurn, closing: Sequence[int], suffix: Sequence[int]) -> list[int]:
     generated = turn.generation_token_ids
     owed = closing[_overlap(generated, closing) :]
     return [*turn.prompt_token_ids, *generated, *owed, *suffix]
+
+
+def _without_arguments(call: Any) -> Any:
+    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+        return call
+    return {**call, "function": {**call["function"], "arguments": "{}"}}
 
 
 def _overlap(generated: Sequence[int], closing: Sequence[int]) -> int:

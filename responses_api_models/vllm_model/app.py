@@ -135,6 +135,13 @@ class VllmModel(ModelServer[VllmModelConfig]):
             )
         if config.return_token_id_information and config.token_exact != "never" and self.completions is None:
             self.path = await self._exact_path_if_served([s.max_model_len for s in served]) or self.path
+        elif config.return_token_id_information and config.token_exact != "never":
+            self.warn(
+                "use_completions_api: true renders (or tokenizes) the whole history again each turn, so a turn's "
+                "prompt_token_ids may differ from the tokens of earlier turns; token-exact prompts are on the chat "
+                f"path (use_completions_api: false, vLLM started with {SCALE_OUT_FLAG}). Set token_exact: never to "
+                "silence this."
+            )
         self.client.start()
 
     async def shutdown(self) -> None:
@@ -156,22 +163,18 @@ class VllmModel(ModelServer[VllmModelConfig]):
         path: ExactTokenPath | None = None
         if not problems:
             lengths = {u.index: length for u, length in zip(upstreams, max_model_lens, strict=True) if length}
-            path = ExactTokenPath(self.client, self.config.model, lengths, first_turns=self.chat_path)
-            settings = template_settings({"chat_template_kwargs": self.config.chat_template_kwargs})
-            try:
-                for upstream in upstreams:
-                    await path.template(upstream, settings)
-            except HttpError as exc:
-                problems.append(exc.message)
-                path = None
+            required = self.config.token_exact == "require"
+            path = ExactTokenPath(self.client, self.config.model, lengths, self.chat_path, required=required)
+            problems += await _template_problems(path, upstreams, template_settings(self.outbound.apply({})))
+            path.warn = self.warn  # from now on, for template settings that requests bring
         if not problems:
             return path
         if self.config.token_exact == "require":
             raise StartupError("token_exact: require, but " + "; ".join(problems))
         self.warn(
             "; ".join(problems) + f". Using the chat path: prompt_token_ids are vLLM's re-rendering of the history "
-            f"and may differ from the tokens of earlier turns (start vLLM with {SCALE_OUT_FLAG}, or set "
-            "token_exact: never to silence this)."
+            f"and may differ from the tokens of earlier turns (start vLLM with {SCALE_OUT_FLAG} and a chat template "
+            "that can be spliced, or set token_exact: never to silence this)."
         )
         return None
 
@@ -248,6 +251,22 @@ class VllmModel(ModelServer[VllmModelConfig]):
         if session.pinned != upstream.index:
             response.set_cookie(UPSTREAM_COOKIE, session.cookie_value(upstream.index), httponly=True, samesite="lax")
         return response
+
+
+async def _template_problems(path: ExactTokenPath, upstreams: list[Upstream], settings: JSON) -> list[str]:
+    """What each server's chat template (with the configured settings) does that cannot be spliced exactly,
+    found by the probes before any rollout (template_lesson.py)."""
+    problems: list[str] = []
+    for upstream in upstreams:
+        try:
+            lesson = await path.lesson(upstream, settings)
+        except HttpError as exc:
+            problems.append(exc.message)
+            continue
+        if lesson.problem is not None:
+            where = f"the chat template of the vLLM server at {upstream.shown}"
+            problems.append(f"{where} cannot be spliced token-exactly: {lesson.problem}")
+    return problems
 
 
 def _session(request: Request) -> Session:

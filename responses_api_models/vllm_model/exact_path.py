@@ -3,26 +3,24 @@
 A turn with no token data in its history (a rollout's first) has nothing to splice: it is one chat completion.
 
 Each turn's prompt is the previous turn's prompt + generated IDs exactly, then the template's tokens for what
-came after it (ngym.protocol.splice). Stateless: the IDs travel in the history, so any worker of any process can
-serve the next turn.
+came after it (ngym.protocol.splice; template_lesson.py). Stateless: the IDs travel in the history, so any worker
+of any process can serve the next turn.
+
+A template with a behaviour the splice cannot handle is found when it is learnt (start-up, for the configured
+settings): a request with other template settings learns them on its first turn; then `require` answers 502
+naming the behaviour and `auto` warns once and completes such turns on the chat path. A turn that still cannot be
+spliced is the model server's failure (502), never the caller's.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from ngym.http.app import HttpError
-from ngym.protocol.splice import (
-    SPLICE_MARKERS,
-    SpliceError,
-    TurnTemplate,
-    last_token_turn,
-    render_messages,
-    splice_prompt,
-)
+from ngym.protocol.splice import SpliceError, last_token_turn, render_messages
 from ngym.protocol.token_endpoints import (
     DERENDER_PATH,
     GENERATE_PATH,
@@ -40,7 +38,8 @@ from ngym.protocol.tokens import TokenDataError
 from ngym.upstream.client import UpstreamClient
 from ngym.upstream.pool import Session, Upstream
 from responses_api_models.vllm_model.paths import ChatPath, Completion, answer_json, post_json
-from responses_api_models.vllm_model.upstream_errors import json_or_empty
+from responses_api_models.vllm_model.template_lesson import Lesson, Render, learn, splice
+from responses_api_models.vllm_model.upstream_errors import is_context_length_error, json_or_empty, upstream_http_error
 
 JSON = dict[str, Any]
 # Distinct chat_template_kwargs seen in requests; each needs one template lesson per server.
@@ -50,13 +49,22 @@ TEMPLATE_FIELDS = ("chat_template", "chat_template_kwargs")
 
 class ExactTokenPath:
     def __init__(
-        self, client: UpstreamClient, model: str, max_model_len: dict[int, int], first_turns: ChatPath
+        self,
+        client: UpstreamClient,
+        model: str,
+        max_model_len: dict[int, int],
+        first_turns: ChatPath,
+        *,
+        required: bool = False,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.model = model
         self.max_model_len = max_model_len  # per server index, read from /v1/models at start-up
-        self._templates: dict[tuple[int, bytes], TurnTemplate] = {}
+        self._lessons: dict[tuple[int, bytes], Lesson] = {}
         self.first_turns = first_turns
+        self.required = required  # token_exact: require (else auto)
+        self.warn = warn
 
     async def complete(self, payload: JSON, session: Session) -> Completion:
         messages = payload["messages"]
@@ -74,11 +82,21 @@ class ExactTokenPath:
         upstream = answer.upstream
         if rendered is None:
             return Completion(None, upstream)
-        template = await self.template(upstream, template_settings(payload))
+        lesson = await self.lesson(upstream, template_settings(payload))
+        if lesson.problem is not None:
+            if self.required:
+                raise HttpError(502, f"token_exact: require, but {lesson.problem}")
+            return await self.first_turns.complete(payload, session)  # warned once, when it was learnt
+
+        async def render_again(body: JSON) -> list[int] | None:
+            again = answer_json(await post_json(self.client, session, RENDER_PATH, body), RENDER_PATH)
+            return None if again is None else _token_ids(again, upstream)
+
         try:
-            prompt = splice_prompt(turn, _token_ids(rendered, upstream), template)
+            prompt = await splice(turn, render_body, _token_ids(rendered, upstream), lesson.template, render_again)
         except SpliceError as exc:
-            raise HttpError(422, str(exc), param="messages") from None
+            # The template's doing, not the caller's: the model server cannot serve this turn exactly.
+            raise HttpError(502, f"vLLM at {upstream.shown}: cannot splice the next prompt exactly: {exc}") from None
         request = generate_request(rendered, prompt, self.max_model_len[upstream.index], caller_max_tokens(payload))
         if request is None:
             return Completion(None, upstream)
@@ -118,38 +136,46 @@ class ExactTokenPath:
             raise HttpError(502, f"vLLM at {answer.upstream.shown_url(DERENDER_PATH)} refused the generated tokens")
         return derendered
 
-    async def template(self, upstream: Upstream, settings: JSON) -> TurnTemplate:
-        """How this server's chat template writes an assistant turn, learnt once per server and template settings
-        (template_settings: the request's chat_template and chat_template_kwargs). Start-up learns the configured
-        settings; a request with other settings learns them on its first turn (two such turns arriving together
-        may both learn them: same result)."""
+    async def lesson(self, upstream: Upstream, settings: JSON) -> Lesson:
+        """What this server's chat template does, learnt once per server and template settings (template_settings:
+        the request's chat_template and chat_template_kwargs). Start-up learns the configured settings; a request
+        with other settings learns them on its first turn (two such turns arriving together may both learn them:
+        same result), and a problem found then is warned about once. A template that cannot write even a plain
+        answer so that it can be cut is a 502."""
         key = (upstream.index, orjson.dumps(settings, option=orjson.OPT_SORT_KEYS))
-        template = self._templates.get(key)
-        if template is None:
-            template = await self._learn(upstream, settings)
-            if len(self._templates) >= MAX_LEARNT_TEMPLATES:
-                self._templates.clear()
-            self._templates[key] = template
-        return template
+        lesson = self._lessons.get(key)
+        if lesson is None:
+            try:
+                lesson = await learn(self._render_on(upstream), self.model, settings)
+            except SpliceError as exc:
+                raise HttpError(502, f"vLLM at {upstream.shown}: {exc}") from None
+            if len(self._lessons) >= MAX_LEARNT_TEMPLATES:
+                self._lessons.clear()
+            self._lessons[key] = lesson
+            if lesson.problem is not None and self.warn is not None and not self.required:
+                self.warn(f"vLLM at {upstream.shown}: {untouched_warning(lesson.problem, settings)}")
+        return lesson
 
-    async def _learn(self, upstream: Upstream, settings: JSON) -> TurnTemplate:
-        renders = await asyncio.gather(*(self._render_marker(upstream, marker, settings) for marker in SPLICE_MARKERS))
-        try:
-            return TurnTemplate.learn(*renders)
-        except SpliceError as exc:
-            raise HttpError(422, f"vLLM at {upstream.shown}: {exc}") from None
+    def _render_on(self, upstream: Upstream) -> Render:
+        async def render(body: JSON) -> list[int] | None:
+            result = await self.client.probe(upstream, RENDER_PATH, orjson.dumps(body), timeout=30)
+            if is_context_length_error(result.status, result.body):
+                return None
+            if not result.ok:
+                raise upstream_http_error(upstream, result.status, result.body, RENDER_PATH)
+            return _token_ids(json_or_empty(result.body), upstream)
 
-    async def _render_marker(self, upstream: Upstream, marker: str, settings: JSON) -> list[int]:
-        body: JSON = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}],
-            "add_generation_prompt": False,
-            **settings,
-        }
-        result = await self.client.probe(upstream, RENDER_PATH, orjson.dumps(body), timeout=30)
-        if not result.ok:
-            raise HttpError(502, f"vLLM at {upstream.shown_url(RENDER_PATH)} answered HTTP {result.status}")
-        return _token_ids(json_or_empty(result.body), upstream)
+        return render
+
+
+def untouched_warning(problem: str, settings: JSON) -> str:
+    """The warning for turns that go to the chat path because their template cannot be spliced exactly."""
+    which = "the chat template sent with requests" if settings.get("chat_template") else "the chat template"
+    return (
+        f"{which} cannot be spliced token-exactly: {problem}. Such turns use the chat path: their "
+        "prompt_token_ids are vLLM's re-rendering of the history and may differ from the tokens of earlier turns "
+        "(token_exact: require refuses instead; never silences this)."
+    )
 
 
 def _append_text(derendered: JSON, text: str) -> None:

@@ -7,12 +7,18 @@ from typing import Any
 import orjson
 
 from ngym.http.app import HttpError, error_message, error_object
+from ngym.protocol.token_endpoints import DERENDER_PATH, GENERATE_PATH, RENDER_PATH
 from ngym.upstream.client import NoAnswer
 from ngym.upstream.pool import Upstream
 
 # vLLM's answers for a prompt that does not fit the context (current, and older releases). Not "max_model_len":
 # `max_tokens=N cannot be greater than max_model_len` is the caller's mistake and must stay an error.
 CONTEXT_LENGTH_MARKERS = (b"maximum context length", b"is too long to fit into the model")
+TOKEN_PATHS = (RENDER_PATH, GENERATE_PATH, DERENDER_PATH)
+# Requests the model server builds itself (from vLLM's own render and generate answers): a 4xx is not the caller's.
+BUILT_HERE = (GENERATE_PATH, DERENDER_PATH)
+# How vLLM answers a token endpoint it does not serve: without --enable-scale-out (403), or too old (404...).
+NOT_SERVED = (403, 404, 405, 501)
 
 
 def is_context_length_error(status: int, body: bytes) -> bool:
@@ -34,9 +40,17 @@ def json_or_empty(body: bytes) -> dict[str, Any]:
 
 def upstream_http_error(upstream: Upstream, status: int, body: bytes, path: str = "/v1/chat/completions") -> HttpError:
     where = f"vLLM at {upstream.shown_url(path)}"
+    if path in TOKEN_PATHS and status in NOT_SERVED:
+        return HttpError(
+            502,
+            f"{where} does not serve {path} (HTTP {status}): this vLLM was not started with --enable-scale-out (or "
+            "is too old for the token-exact path); start vLLM with --enable-scale-out, or set token_exact: never",
+        )
     if status in (401, 403):
         return HttpError(502, f"{where} refused the api_key (HTTP {status}); check api_key (policy_api_key)")
     message = error_message(body)
+    if path in BUILT_HERE and 400 <= status < 500 and status != 429:
+        return HttpError(502, f"{where} refused the request the model server built (HTTP {status}): {message}")
     if 400 <= status < 500 and status != 429:
         field = upstream_field(body)
         at = f" at {field}" if field else ""

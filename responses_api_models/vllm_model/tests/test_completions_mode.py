@@ -113,6 +113,18 @@ async def test_raw_mode_refuses_what_it_cannot_send_naming_the_field(
     assert answer.body["error"]["param"] == param and words in answer.body["error"]["message"]
 
 
+async def test_token_data_in_completions_mode_warns_once_that_it_is_not_token_exact(
+    caller: Caller, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with running(**RAW, return_token_id_information=True) as (_vllm, url):
+        await caller.chat(url, {"messages": [{"role": "user", "content": "2+2?"}]})
+    warning = capsys.readouterr().err
+    assert warning.count("warning:") == 1 and "use_completions_api: true" in warning and "token-exact" in warning
+    async with running(**RAW, return_token_id_information=True, token_exact="never") as (_vllm, url):
+        await caller.chat(url, {"messages": [{"role": "user", "content": "2+2?"}]})
+    assert "warning:" not in capsys.readouterr().err
+
+
 async def test_token_data_in_completions_mode_is_vllms_ids_and_log_probs(caller: Caller) -> None:
     script = StandinScript(completion_text=" 4")
     async with running(script, **RAW, return_token_id_information=True) as (vllm, url):

@@ -12,9 +12,11 @@ import orjson
 import pytest
 
 from ngym.http.app import serve_in_background
+from ngym.protocol.splice import SpliceError
 from ngym.servers.base import StartupError
 from ngym.testing.token_turns import TokenTurn, broken_turns, response_turns
 from ngym.testing.vllm_standin import EOS_ID, DropConnection, HttpError, StandinScript, StandinServer
+from responses_api_models.vllm_model import template_lesson as splice_module
 from responses_api_models.vllm_model.app import VllmModel
 from responses_api_models.vllm_model.exact_path import ExactTokenPath
 from responses_api_models.vllm_model.paths import ChatPath
@@ -223,6 +225,35 @@ async def test_upstream_failures_are_retried_and_reported_like_the_chat_path() -
         script.inject(DropConnection())
         status, answer = await post(http, url + "/v1/chat/completions", body)
         assert status == 200, answer
+        # A 4xx on generate refuses a request the model server built: not the caller's mistake.
         script.inject(HttpError(400, "bad sampling"))
         status, answer = await post(http, url + "/v1/chat/completions", body)
-        assert status == 400 and "bad sampling" in answer["error"]["message"]
+        assert status == 502 and "bad sampling" in answer["error"]["message"]
+        assert "refused the request the model server built" in answer["error"]["message"]
+
+
+async def test_token_endpoints_gone_after_start_up_say_so_rather_than_blame_the_api_key() -> None:
+    script = StandinScript()
+    async with gym(script) as (_vllm, _server, url, http):
+        body = {"messages": await second_turn_history(http, url)}
+        script.scale_out = False  # e.g. vLLM restarted without --enable-scale-out
+        status, answer = await post(http, url + "/v1/chat/completions", body)
+    assert status == 502
+    assert "--enable-scale-out" in answer["error"]["message"] and RENDER in answer["error"]["message"]
+    assert "api_key" not in answer["error"]["message"]
+
+
+async def test_a_turn_that_cannot_be_spliced_is_the_model_servers_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    def cannot_cut(*_args: Any) -> list[int]:
+        raise SpliceError("assistant turn 1 (messages[1]): the chat template drops or rewrites it")
+
+    async with gym() as (_vllm, _server, url, http):
+        body = {"messages": await second_turn_history(http, url)}
+        monkeypatch.setattr(splice_module, "splice_prompt", cannot_cut)
+        monkeypatch.setattr(splice_module, "splice_at_prefix", cannot_cut)
+        status, answer = await post(http, url + "/v1/chat/completions", body)
+    # A 5xx: ng_collect_rollouts files it as the model's failure (never invalid_task) and counts it toward
+    # max_consecutive_failures.
+    assert status == 502, answer
+    assert "assistant turn 1 (messages[1])" in answer["error"]["message"]
+    assert "drops or rewrites" in answer["error"]["message"]
