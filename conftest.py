@@ -20,16 +20,19 @@ HEAVY_MARKERS = ("vllm", "ray", "browser", "nemo_gym_envs")
 SHARED_VLLM_FIXTURES = frozenset({"vllm_server", "tiny_model_dir"})
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("timeout") is None:
-            heavy = any(item.get_closest_marker(name) for name in HEAVY_MARKERS)
-            item.add_marker(pytest.mark.timeout(HEAVY_TIMEOUT_S if heavy else DEFAULT_TIMEOUT_S))
-        if item.get_closest_marker("xdist_group") is None:
-            # A module's tests stay together (its module fixtures start once); so do the users of a shared vLLM.
-            shared = SHARED_VLLM_FIXTURES & set(getattr(item, "fixturenames", ()))
-            item.add_marker(pytest.mark.xdist_group("tiny-vllm" if shared else item.nodeid.split("::")[0]))
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """As each test is collected, so before pytest-xdist reads the groups (its collection_modifyitems)."""
+    if item.get_closest_marker("timeout") is None:
+        heavy = any(item.get_closest_marker(name) for name in HEAVY_MARKERS)
+        item.add_marker(pytest.mark.timeout(HEAVY_TIMEOUT_S if heavy else DEFAULT_TIMEOUT_S))
+    if item.get_closest_marker("xdist_group") is None:
+        # A module's tests stay together (its module fixtures start once), unless it is marked `spread` (each test
+        # starts what it needs); the users of a shared vLLM stay together too.
+        shared = SHARED_VLLM_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if shared:
+            item.add_marker(pytest.mark.xdist_group("tiny-vllm"))
+        elif item.get_closest_marker("spread") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.hookimpl(hookwrapper=True)
