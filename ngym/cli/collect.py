@@ -7,7 +7,9 @@ Usage: ng_collect_rollouts +input_jsonl_fpath=IN.jsonl +output_jsonl_fpath=OUT.j
 
 A row's `agent_ref.name` picks its agent; +agent_name is for rows without one. Each finished rollout is
 appended to the output as one JSON line, with NeMo Gym's `_ng_task_index` and `_ng_rollout_index`; failed ones
-go to OUT.failures.jsonl. Rerunning the same command resumes: rollouts already in the output are skipped.
+go to OUT.failures.jsonl. Rerunning the same command resumes: rollouts already in the output are skipped. Then
+each agent's environment computes its metrics over the output (`/aggregate_metrics`, NeMo Gym's environments),
+written to OUT_aggregate_metrics.json; +disable_aggregation=true skips that.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ngym.config.errors import ConfigError
 from ngym.config.instances import DEFAULT_HEAD_PORT, DEFAULT_HOST, connect_host
 from ngym.config.load import CONFIG_PATHS_KEY, ENV_FILE_NAME, load_config, parse_overrides
 from ngym.config.validation import describe_validation_error
+from ngym.rollouts.aggregate import aggregate_after_collection, aggregate_metrics_path
 from ngym.rollouts.collect import CollectPlan, collect
 from ngym.rollouts.engine import AgentUrls
 from ngym.rollouts.output_lock import OutputLock
@@ -34,6 +37,7 @@ from ngym.servers.head import agents_of, fetch_from_head, wait_until_ready
 
 EXIT_SOME_FAILED = 3
 EXIT_INCOMPLETE = 4  # stopped (Ctrl-C, SIGTERM) before every rollout ran: run the same command again to finish
+EXIT_METRICS_FAILED = 5  # every rollout collected, but an environment's /aggregate_metrics failed
 DEFAULT_PARALLEL = 64
 E2E_ONLY = ("split", "reuse_existing_data_preparation")  # NeMo Gym's E2ERolloutCollectionConfig
 # The checkout ngym runs from: relative input paths not found in the current directory are looked up here,
@@ -62,9 +66,9 @@ class CollectArgs(BaseModel):
     prompt_config: str | None = None
     num_samples_in_parallel: int | None = Field(default=None, ge=1)
     responses_create_params: dict[str, Any] = Field(default_factory=dict)
-    # ngym has no W&B run to upload to and no per-agent /aggregate_metrics: both are accepted and change nothing.
+    # ngym has no W&B run to upload to: accepted, changes nothing.
     upload_rollouts_to_wandb: bool = True
-    disable_aggregation: bool = False
+    disable_aggregation: bool = False  # skip the environments' /aggregate_metrics after collecting
     skills: Any = None
 
     overwrite: bool = False
@@ -228,12 +232,19 @@ def run(args: list[str]) -> int:
 def run_locked(parsed: CollectArgs, lock: OutputLock) -> int:
     """Collect with the output's lock already held (taken by `run`, or by `gym eval run` before the servers)."""
     plan = build_plan(parsed, find_agents(parsed.head_server, parsed.ready_timeout_s))
+    aggregate_metrics_path(plan.output_path).unlink(missing_ok=True)  # never metrics of an earlier run
     summary = uvloop.run(collect(plan, sys.stderr, lock=lock))
     print(summary.table(summary.wall_seconds))
     print(f"output: {plan.output_path}")
+    metrics_ok = True
+    if not parsed.disable_aggregation and not summary.missing:
+        host = connect_host(parsed.head_server.host)
+        metrics_ok = aggregate_after_collection(plan.output_path, host, parsed.head_server.port, sys.stderr)
     if summary.failed:
         return EXIT_SOME_FAILED
-    return EXIT_INCOMPLETE if summary.missing else 0
+    if summary.missing:
+        return EXIT_INCOMPLETE
+    return 0 if metrics_ok else EXIT_METRICS_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,15 +15,22 @@ from ngym.cli import collect
 from ngym.cli.common import repo_root
 from ngym.config.errors import ConfigError
 from ngym.config.instances import iter_instances
-from ngym.config.load import load_config
+from ngym.config.load import load_config, parse_overrides, value_text
 from ngym.rollouts.output_lock import OutputLock
 
 E2E_KEYS = frozenset({"split", "reuse_existing_data_preparation"})
-ACCEPTED_KEYS = frozenset({"json", "disable_aggregation"})  # nothing in ngym for them to change
+ACCEPTED_KEYS = frozenset({"json"})  # nothing in ngym for it to change
 
 
 def override_key(token: str) -> str:
     return token.lstrip("+~").split("=", 1)[0].split(".", 1)[0]
+
+
+def override_value(token: str) -> str:
+    """The value an override sets, as text (a flag's value may come quoted: `++split='a b'`)."""
+    (override,) = parse_overrides([token])
+    value = override.value()
+    return value if isinstance(value, str) else str(value)
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], list[str], dict[str, str]]:
@@ -33,7 +40,7 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str], dict[st
     for token in overrides:
         key = override_key(token)
         if key in E2E_KEYS:
-            settings[key] = token.split("=", 1)[1] if "=" in token else ""
+            settings[key] = override_value(token) if "=" in token else ""
         elif key in collector_keys:
             for_collector.append(token)
         elif key not in ACCEPTED_KEYS:
@@ -71,9 +78,10 @@ def run_end_to_end(overrides: list[str]) -> int:
     config = load_config(for_servers, repo_root()).values
     given = {override_key(token) for token in for_collector}
     if "input_jsonl_fpath" not in given:
-        agent = next((t.split("=", 1)[1] for t in for_collector if override_key(t) == "agent_name"), None)
+        agent = next((override_value(t) for t in for_collector if override_key(t) == "agent_name"), None)
         agent, path = dataset_for(config, agent, settings.get("split"))
-        for_collector += [f"++input_jsonl_fpath={path}"] + ([] if "agent_name" in given else [f"++agent_name={agent}"])
+        for_collector += [f"++input_jsonl_fpath={value_text(path)}"]
+        for_collector += [] if "agent_name" in given else [f"++agent_name={value_text(agent)}"]
     parsed = collect.parse_args([*for_collector, f"+head_server.port={head_port}"])
     output = collect.build_plan(parsed, {}).output_path  # the input checked, and the output locked, first
     with (

@@ -9,12 +9,12 @@ responses_api_models/vllm_model/configs/vllm_model.yaml]" ++policy_base_url=URL 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ngym.config.errors import ConfigError
+from ngym.config.load import parse_overrides, quote_value, value_text
 
 CONFIG_PATHS_PREFIX = "+config_paths=["
 
@@ -26,16 +26,18 @@ CATALOGS = {"benchmark": "benchmarks", "environment": "environments"}
 
 @dataclass(frozen=True)
 class ValueFlag:
-    """`--name VALUE` -> `++key=VALUE` (`++` so a flag wins over env.yaml, as a command line should)."""
+    """`--name VALUE` -> `++key=VALUE` (`++` so a flag wins over env.yaml, as a command line should). The value is
+    data, never override syntax: any string (`=`, braces, commas, quotes, newlines, `${`) reaches the
+    configuration unchanged, quoted when it must be."""
 
     name: str
     key: str
     help: str
     aliases: tuple[str, ...] = ()
-    quoted: bool = False  # free text (a prompt-config path may hold anything): passed as a JSON string
+    typed: bool = False  # a number (or NeMo Gym's per-agent mapping): text Hydra reads as such stays that
 
     def override(self, value: str) -> str:
-        return f"++{self.key}={json.dumps(value) if self.quoted else value}"
+        return f"++{self.key}={value_text(value, typed=self.typed)}"
 
 
 @dataclass(frozen=True)
@@ -54,19 +56,20 @@ COLLECT_FLAGS = (
     ValueFlag("agent", "agent_name", "agent instance to collect with", aliases=("-a",)),
     ValueFlag("input", "input_jsonl_fpath", "input tasks JSONL", aliases=("-i",)),
     ValueFlag("output", "output_jsonl_fpath", "output rollouts JSONL", aliases=("-o",)),
-    ValueFlag("limit", "limit", "the first N rows of the input"),
-    ValueFlag("num-repeats", "num_repeats", "rollouts per task"),
-    ValueFlag("prompt-config", "prompt_config", "prompt template YAML applied to the rows", quoted=True),
-    ValueFlag("concurrency", "num_samples_in_parallel", "rollouts in flight at once"),
+    ValueFlag("limit", "limit", "the first N rows of the input", typed=True),
+    ValueFlag("num-repeats", "num_repeats", "rollouts per task", typed=True),
+    ValueFlag("prompt-config", "prompt_config", "prompt template YAML applied to the rows"),
+    ValueFlag("concurrency", "num_samples_in_parallel", "rollouts in flight at once", typed=True),
     ValueFlag("split", "split", "which dataset of the agent to use when --input is not given"),
-    ValueFlag("temperature", "responses_create_params.temperature", "sampling temperature"),
-    ValueFlag("top-p", "responses_create_params.top_p", "nucleus sampling top-p"),
-    ValueFlag("max-output-tokens", "responses_create_params.max_output_tokens", "output tokens per model call"),
+    ValueFlag("temperature", "responses_create_params.temperature", "sampling temperature", typed=True),
+    ValueFlag("top-p", "responses_create_params.top_p", "nucleus sampling top-p", typed=True),
+    ValueFlag(
+        "max-output-tokens", "responses_create_params.max_output_tokens", "output tokens per model call", typed=True
+    ),
 )
 COLLECT_BOOLS = (
     BoolFlag("resume", "resume_from_cache", "resume from the rollouts already in the output"),
-    # ngym writes no aggregate-metrics file, so there is nothing to skip: accepted for NeMo Gym's scripts.
-    BoolFlag("disable-aggregation", "disable_aggregation", "accepted; ngym computes no aggregate metrics file"),
+    BoolFlag("disable-aggregation", "disable_aggregation", "skip the environments' aggregate metrics file"),
 )
 
 
@@ -117,7 +120,8 @@ def translate(parser: argparse.ArgumentParser, argv: Sequence[str], root: Path) 
         chosen = values.get(selector.replace("-", "_"))
         if chosen:
             paths.append(selected_config(selector, folder, chosen, search))
-    overrides = [flag.override(values[flag.key]) for flag in (*MODEL_FLAGS, *COLLECT_FLAGS) if values.get(flag.key)]
+    value_flags = (*MODEL_FLAGS, *COLLECT_FLAGS)
+    overrides = [flag.override(values[flag.key]) for flag in value_flags if values.get(flag.key) is not None]
     overrides += [f"++{switch.key}=true" for switch in COLLECT_BOOLS if values.get(switch.key)]
     if values.get("json"):
         overrides.append("++json=true")
@@ -142,13 +146,37 @@ def selected_config(selector: str, folder: str, value: str, search: list[Path]) 
 
 
 def merge_config_paths(paths: list[str], overrides: list[str]) -> list[str]:
-    """One `+config_paths=[...]` (Hydra refuses a key twice): the flags' files after any given as an override."""
+    """One `+config_paths=[...]` (Hydra refuses a key twice): the flags' files after any given as an override.
+    A path is data too: one with a comma, a bracket or a quote in it is quoted."""
     given: list[str] = []
     rest: list[str] = []
     for token in overrides:
-        if token.startswith(CONFIG_PATHS_PREFIX) and token.endswith("]"):
-            given += [p.strip() for p in token[len(CONFIG_PATHS_PREFIX) : -1].split(",") if p.strip()]
-        else:
+        listed = _listed_paths(token) if token.startswith(CONFIG_PATHS_PREFIX) and token.endswith("]") else None
+        if listed is None:
             rest.append(token)
+        else:
+            given += listed
     merged = given + paths
-    return ([f"{CONFIG_PATHS_PREFIX}{', '.join(merged)}]"] if merged else []) + rest
+    return ([config_paths_override(merged)] if merged else []) + rest
+
+
+def _listed_paths(token: str) -> list[str] | None:
+    try:
+        (override,) = parse_overrides([token])
+    except ConfigError:
+        return None  # shown as the parse error it is when the configuration is loaded
+    value = override.value()
+    if not isinstance(value, list) or not all(isinstance(path, str) for path in value):
+        return None
+    return [path.strip() for path in value if path.strip()]
+
+
+def config_paths_override(paths: list[str]) -> str:
+    plain = f"{CONFIG_PATHS_PREFIX}{', '.join(paths)}]"
+    try:
+        (override,) = parse_overrides([plain])
+        if override.value() == paths:
+            return plain
+    except ConfigError:
+        pass
+    return f"{CONFIG_PATHS_PREFIX}{', '.join(quote_value(path) for path in paths)}]"

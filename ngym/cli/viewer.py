@@ -2,12 +2,17 @@
 
 Usage: ng_viewer +jsonl_fpath=results/vllm_rollouts.jsonl [+host=127.0.0.1] [+port=7860]
                  [+tokenizer=<model dir>] [+compare_jsonl_fpath=<other rollouts>] [+pass_threshold=1.0]
+                 [+allowed_hosts=[<name>, ...]]
+
+The page answers only to its own host names (127.0.0.1, localhost, [::1], +host, and +allowed_hosts). Served on
+an address other machines can reach (+host other than loopback), it asks for a token, printed in its address.
 """
 
 from __future__ import annotations
 
 import difflib
 import errno
+import secrets
 import sys
 from pathlib import Path
 
@@ -18,6 +23,7 @@ from ngym.cli.common import repo_root, run_cli
 from ngym.config.errors import ConfigError
 from ngym.config.load import load_config
 from ngym.http.app import EmbeddedUvicorn, bind_socket, uvicorn_config
+from ngym.http.hosts import allowed_hosts, hosts_setting, is_loopback
 from ngym.viewer.server import Viewer, ViewerConfig, viewer_app
 from ngym.viewer.tokens import Vocab
 
@@ -33,6 +39,7 @@ class ViewerArgs(BaseModel):
     tokenizer: str | None = None
     compare_jsonl_fpath: str | None = None
     pass_threshold: float = 1.0
+    allowed_hosts: list[str] | str | None = None
 
 
 def parse(args: list[str]) -> ViewerArgs:
@@ -74,11 +81,12 @@ def config_from(args: ViewerArgs) -> ViewerConfig:
 
 
 def run(args: list[str]) -> int:
-    """ng_viewer +jsonl_fpath=<rollouts.jsonl> [+host] [+port] [+tokenizer] [+compare_jsonl_fpath] [+pass_threshold]:
-    serve a page over the rollouts (summary, table, conversations, groups, tokens, comparison), following the
-    file while ng_collect_rollouts writes it."""
+    """ng_viewer +jsonl_fpath=<rollouts.jsonl> [+host] [+port] [+tokenizer] [+compare_jsonl_fpath] [+pass_threshold]
+    [+allowed_hosts]: serve a page over the rollouts (summary, table, conversations, groups, tokens, comparison),
+    following the file while ng_collect_rollouts writes it."""
     parsed = parse(args)
     config = config_from(parsed)
+    hosts = allowed_hosts(parsed.host, hosts_setting(parsed.allowed_hosts, "+allowed_hosts"))
     try:
         sock = bind_socket(parsed.host, parsed.port)
     except OSError as exc:
@@ -88,22 +96,27 @@ def run(args: list[str]) -> int:
             ) from None
         raise ConfigError(f"+host={parsed.host} +port={parsed.port}: cannot listen there: {exc.strerror}") from None
     port = sock.getsockname()[1]
+    # Off loopback, anyone who can reach the port could read the rollouts: a token, as notebook servers ask.
+    token = None if is_loopback(parsed.host) else secrets.token_urlsafe(32)
     shown_host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
-    print(f"ng_viewer: {config.rollouts} at http://{shown_host}:{port}/ (Ctrl-C stops)", flush=True)
+    address = f"http://{shown_host}:{port}/" + (f"?token={token}" if token else "")
+    print(f"ng_viewer: {config.rollouts} at {address} (Ctrl-C stops)", flush=True)
     if not config.rollouts.exists():
         print(f"ng_viewer: {config.rollouts} does not exist yet; its rows appear as they are written", flush=True)
-    if parsed.host not in ("127.0.0.1", "localhost", "::1"):
+    if token:
         print(
-            f"ng_viewer: warning: +host={parsed.host}: anyone who can reach this machine can read the rollouts",
+            f"ng_viewer: +host={parsed.host} can be reached from other machines: the page asks for the token in the "
+            "address above; it answers to the names "
+            f"{', '.join(sorted(hosts))} (+allowed_hosts=[...] adds more)",
             file=sys.stderr,
             flush=True,
         )
-    uvloop.run(_serve(Viewer(config), sock, parsed.host, port))
+    uvloop.run(_serve(Viewer(config), sock, parsed.host, port, hosts, token))
     return 0
 
 
-async def _serve(viewer: Viewer, sock: object, host: str, port: int) -> None:
-    server = EmbeddedUvicorn(uvicorn_config(viewer_app(viewer), host=host, port=port))
+async def _serve(viewer: Viewer, sock: object, host: str, port: int, hosts: frozenset[str], token: str | None) -> None:
+    server = EmbeddedUvicorn(uvicorn_config(viewer_app(viewer, hosts=hosts, token=token), host=host, port=port))
     server.stop_on_signals()
     await server.serve(sockets=[sock])  # type: ignore[list-item]
 

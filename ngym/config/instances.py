@@ -70,7 +70,7 @@ def find_instances(config: dict[str, Any], root: Path, locations: Locations) -> 
     problems = [p for name, value in config.items() if name not in instances for p in _almost_server(name, value)]
     for spec in instances.values():
         code = spec.code_path(root)
-        if not code.is_file():
+        if not code.is_file() and not _in_nemo_gym_tree(spec, root, locations):
             problems.append(
                 f"{spec.key_path}.entrypoint{locations.describe(spec.key_path)}: {code} does not exist "
                 f"(the code of an instance is <server type>/<implementation>/<entrypoint>)"
@@ -81,7 +81,18 @@ def find_instances(config: dict[str, Any], root: Path, locations: Locations) -> 
             f"configuration sections that look like servers but are not valid:\n  {listing}\n"
             f"(set {ERROR_ON_ALMOST_SERVERS_KEY}: false to ignore them)"
         )
-    return {name: spec for name, spec in instances.items() if spec.code_path(root).is_file()}
+    return {
+        name: spec
+        for name, spec in instances.items()
+        if spec.code_path(root).is_file() or _in_nemo_gym_tree(spec, root, locations)
+    }
+
+
+def _in_nemo_gym_tree(spec: InstanceSpec, root: Path, locations: Locations) -> bool:
+    """A NeMo Gym environment whose code is in its config file's tree (ngym.nemo_gym_envs.detect)."""
+    from ngym.nemo_gym_envs.detect import nemo_gym_environment  # it imports this module
+
+    return nemo_gym_environment(spec, root, locations) is not None
 
 
 def _is_instance(value: Any) -> bool:

@@ -6,6 +6,8 @@ at the repository root, then the command line in Hydra's override grammar.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
 from ngym.config.errors import ConfigError
+from ngym.config.secrets import is_secret_key, redact_override, redact_text, secret_values
 
 ENV_FILE_NAME = "env.yaml"
 CONFIG_PATHS_KEY = "config_paths"
@@ -52,21 +55,37 @@ class LoadedConfig:
 
 
 def parse_overrides(args: Iterable[str]) -> list[Override]:
-    parser = OverridesParser.create()
+    parser = _parser()
     overrides: list[Override] = []
     for arg in args:
         try:
             overrides.extend(_parse_one(parser, arg))
         except HydraException as exc:
-            reason = str(exc).splitlines()[0]
+            shown = redact_override(arg)
+            # Hydra's reason quotes the text it stumbled on: said only when nothing in the argument is secret.
+            reason = str(exc).splitlines()[0] if shown == arg else "not valid override syntax"
             raise ConfigError(
-                f"cannot parse command-line argument {arg!r}: {reason}. "
-                'Expected Hydra override syntax such as +key=value, ++a.b=value or "+config_paths=[a.yaml, b.yaml]".'
+                f"cannot parse command-line argument {shown!r}: {reason}. "
+                'Expected Hydra override syntax such as +key=value, ++a.b=value or "+config_paths=[a.yaml, b.yaml]"; '
+                "quote a value that holds = , { } [ ] or spaces: ++key='a=b'."
             ) from None
     return overrides
 
 
+@functools.cache
+def _parser() -> OverridesParser:
+    return OverridesParser.create()
+
+
+_DATA = (str, int, float, bool, type(None), list, dict)
+# `+key=value`, `++key=value` or `key=value` with a plain dotted key: what a secret's override looks like.
+_SETTING = re.compile(r"(?P<prefix>\+{0,2})(?P<key>[A-Za-z_][\w-]*(?:\.[\w-]+)*)=(?P<value>.*)\Z", re.DOTALL)
+
+
 def _parse_one(parser: OverridesParser, arg: str) -> list[Override]:
+    literal = _secret_literal(parser, arg)
+    if literal is not None:
+        return literal
     try:
         return parser.parse_overrides([arg])
     except HydraException:
@@ -77,14 +96,81 @@ def _parse_one(parser: OverridesParser, arg: str) -> list[Override]:
     return parser.parse_overrides([arg.replace("\\\n", " ").replace("\n", " ")])
 
 
+def _secret_literal(parser: OverridesParser, arg: str) -> list[Override] | None:
+    """A secret is an opaque string: `++policy_api_key=sk-proj-QWxh==` or `hf_abc{x}` is taken as it is typed when
+    Hydra's grammar cannot read it as a plain value (an `=`, a brace, a comma, a quote that is not a quoted string).
+    None for any other argument, which Hydra parses."""
+    match = _SETTING.match(arg)
+    if match is None or not is_secret_key(match["key"]):
+        return None
+    try:
+        (parsed,) = parser.parse_overrides([arg])
+        if isinstance(parsed.value(), _DATA):  # not a sweep (`a,b`) or glob
+            return [parsed]
+    except HydraException:
+        pass
+    return parser.parse_overrides([f"{match['prefix']}{match['key']}={quote_value(match['value'])}"])
+
+
+def quote_value(value: str) -> str:
+    """Hydra override text for the string `value` that reaches the resolved configuration as exactly `value`:
+    single-quoted, quotes and the backslashes before them escaped (Hydra's rules), and `${` escaped so that
+    OmegaConf does not read it as an interpolation."""
+
+    def no_interpolation(match: re.Match[str]) -> str:
+        return "\\" * (2 * len(match["slashes"]) + 1) + "${"
+
+    text = re.sub(r"(?P<slashes>\\*)\$\{", no_interpolation, value)
+
+    def before_quote(match: re.Match[str]) -> str:
+        return "\\" * (2 * len(match["slashes"])) + ("\\'" if match["quote"] else "")
+
+    return "'" + re.sub(r"(?P<slashes>\\*)(?:(?P<quote>')|\Z)", before_quote, text) + "'"
+
+
+def value_text(value: str, *, typed: bool = False) -> str:
+    """`value` as an override's value. A string Hydra reads back as itself stays as it is (`Qwen/Qwen3-8B`,
+    `http://h:8000/v1`); any other is quoted (quote_value), so every string reaches the configuration unchanged.
+    With `typed` (a flag that takes a number or a mapping), text Hydra reads as such data (`3`, `0.5`, `true`,
+    `{a: 4}`) stays that data."""
+    try:
+        (parsed,) = _parser().parse_overrides([f"k={value}"])
+        read = parsed.value()
+    except HydraException:
+        read = None
+    else:
+        if isinstance(read, str) and read == value and "${" not in value:
+            return value
+        if typed and isinstance(read, _DATA) and not isinstance(read, str) and "${" not in value:
+            return value
+    return quote_value(value)
+
+
 def load_config(args: Sequence[str], root: Path, *, use_env_file: bool = True) -> LoadedConfig:
-    """Merge config files, env.yaml and command-line overrides, then resolve `${...}` interpolations."""
-    root = root.resolve()
+    """Merge config files, env.yaml and command-line overrides, then resolve `${...}` interpolations.
+
+    No error shows a secret: an override of a secret key is shown as `++key=***`, and every secret value known
+    when the error is raised (from the overrides, env.yaml and the files) is cut out of its message."""
+    known: set[str] = set()
+    try:
+        return _load_config(args, root.resolve(), use_env_file, known)
+    except ConfigError as exc:
+        message = redact_text(str(exc), frozenset(known))
+        if message == str(exc):
+            raise
+        raise ConfigError(message) from None
+
+
+def _load_config(args: Sequence[str], root: Path, use_env_file: bool, known: set[str]) -> LoadedConfig:
     overrides = parse_overrides(args)
+    for override in overrides:
+        if not override.is_delete() and isinstance(override.value(), _DATA):
+            known.update(_secrets_in({override.key_or_group: override.value()}))
     locations = Locations()
 
     env_path = root / ENV_FILE_NAME
     env_cfg = _load_yaml_file(env_path, locations) if use_env_file and env_path.is_file() else OmegaConf.create()
+    known.update(_secrets_in(OmegaConf.to_container(env_cfg, resolve=False)))
 
     paths = _config_paths_from(overrides, env_cfg, env_path)
     merged: DictConfig = OmegaConf.create()
@@ -96,11 +182,17 @@ def load_config(args: Sequence[str], root: Path, *, use_env_file: bool = True) -
 
     env_cfg.pop(CONFIG_PATHS_KEY, None)
     merged = OmegaConf.merge(merged, env_cfg)  # type: ignore[assignment]
+    known.update(_secrets_in(OmegaConf.to_container(merged, resolve=False)))
     for override in overrides:
         if override.key_or_group != CONFIG_PATHS_KEY:
             _apply_override(merged, override, locations)
 
     return LoadedConfig(values=resolve(merged, locations), locations=locations, config_files=loaded_files, root=root)
+
+
+def _secrets_in(value: Any) -> set[str]:
+    """The secret values in value, less the `${...}` that stand for one (naming the key is not showing it)."""
+    return {secret for secret in secret_values(value) if "${" not in secret}
 
 
 def resolve(cfg: DictConfig, locations: Locations) -> dict[str, Any]:
@@ -210,7 +302,7 @@ def _record_locations(node: yaml.Node | None, file: str, prefix: str, locations:
 
 def _apply_override(cfg: DictConfig, override: Override, locations: Locations) -> None:
     key = override.key_or_group
-    arg = override.input_line or key
+    arg = redact_override(override.input_line or key)
     exists = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False) is not _ABSENT
     if override.type == OverrideType.DEL:
         if not exists:
@@ -232,7 +324,8 @@ def _apply_override(cfg: DictConfig, override: Override, locations: Locations) -
     try:
         OmegaConf.update(cfg, key, override.value(), merge=True, force_add=True)
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"command-line argument {arg!r}: {str(exc).splitlines()[0]}") from None
+        reason = "not a value this key can take" if is_secret_key(key) else str(exc).splitlines()[0]
+        raise ConfigError(f"command-line argument {arg!r}: {reason}") from None
     locations.by_key[key] = f"command line {arg!r}"
 
 

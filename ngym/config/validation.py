@@ -23,6 +23,7 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel], pref
         elif error["type"] == "missing":
             lines.append(f"{key}: required but not set")
         else:
-            shown = REDACTED if is_secret_key(loc) else repr(error.get("input"))
+            secret = any(is_secret_key(part) for part in error["loc"] if isinstance(part, str))  # `api_keys.0` too
+            shown = REDACTED if secret else repr(error.get("input"))
             lines.append(f"{key}: {error['msg']} (got {shown})")
     return title + ":\n  " + "\n  ".join(lines)

@@ -2,7 +2,8 @@
 
 `ErrorGuard` is the outermost layer of every server's app: an exception that no handler turned into an answer
 (a bug, or a crash in an environment's tool or verifier) is answered 500 naming the route, and logged as one
-line saying where it was raised; the connection is never dropped and the server keeps serving.
+line saying where it was raised; the connection is never dropped and the server keeps serving. It is also where
+a request whose `Host` or `Origin` does not name the server is refused (403, nothing else; ngym.http.hosts).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ngym.http.app import HttpError, error_response
+from ngym.http.hosts import ALLOWED_HOSTS_KEY, HostCheck, allowed_hosts
 
 Redact = Callable[[str], str]
 
@@ -45,15 +47,28 @@ def exception_handlers(redact: Redact) -> Mapping[Any, Callable[[Request, Except
 
 
 class ErrorGuard:
-    def __init__(self, app: ASGIApp, name: str, redact: Redact, log: TextIO | None = None) -> None:
+    """`hosts`: the names the server answers to (ngym.http.hosts.allowed_hosts; loopback names when not given)."""
+
+    def __init__(
+        self, app: ASGIApp, name: str, redact: Redact, log: TextIO | None = None, hosts: frozenset[str] | None = None
+    ) -> None:
         self.app = app
         self.name = name
         self.redact = redact
         self.log = log
+        self.hosts = HostCheck(allowed_hosts() if hosts is None else hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket" and self.hosts.refusal(scope["headers"]) is not None:
+                await send({"type": "websocket.close", "code": 1008})
+                return
             await self.app(scope, receive, send)
+            return
+        refusal = self.hosts.refusal(scope["headers"])
+        if refusal is not None:
+            message = f"{self.name}: {refusal}; add the name to {ALLOWED_HOSTS_KEY} if it is one"
+            await error_response(403, message, code="host_not_allowed")(scope, receive, send)
             return
         started = False
 

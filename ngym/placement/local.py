@@ -25,6 +25,8 @@ from ngym.config.errors import ConfigError
 from ngym.config.instances import InstanceSpec, server_url
 from ngym.http.app import bind_socket
 from ngym.lifetime import PARENT_PID_ENV
+from ngym.nemo_gym_envs.requirements import RequirementsError
+from ngym.nemo_gym_envs.venvs import InstallError, environment_python
 from ngym.placement.base import Placement, ReplicaInfo, Show
 from ngym.placement.spec import PlannedInstance, ServerLaunch
 from ngym.servers.directory import DirectoryEntry
@@ -146,18 +148,36 @@ class LocalProcesses(Placement):
         self, config: dict[str, Any], instances: list[PlannedInstance], timeout: float, stop: asyncio.Event
     ) -> str | None:
         directory = self.directory()
+        try:
+            pythons = await self._environment_pythons(instances)
+        except (InstallError, RequirementsError) as exc:
+            return f"ng_run: {exc}"
         for child in self.children:
             section = {**child.spec.section, "host": child.spec.host, "port": child.sock.getsockname()[1]}
             launch = child.instance.launch(config, directory, child.replica).model_copy(update={"section": section})
-            await self._spawn(child, launch)
+            await self._spawn(child, launch, pythons.get(child.spec.name))
         return await self._wait_ready(timeout, stop)
 
-    async def _spawn(self, child: ChildServer, launch: ServerLaunch) -> None:
+    async def _environment_pythons(self, instances: list[PlannedInstance]) -> dict[str, Path]:
+        """Each NeMo Gym environment's venv, installed (with its progress shown) before any server starts."""
+        pythons = {}
+        for instance in instances:
+            if instance.nemo_gym is not None:
+                folder, name = instance.nemo_gym.folder, instance.nemo_gym.name
+                pythons[instance.name] = await asyncio.to_thread(environment_python, folder, name, self.show)
+        return pythons
+
+    async def _spawn(self, child: ChildServer, launch: ServerLaunch, python: Path | None = None) -> None:
         env = {**os.environ, PARENT_PID_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
         fd = child.sock.fileno()
+        environment = child.instance.nemo_gym
+        if environment is not None and python is not None:
+            command = [str(python), "-m", "ngym.nemo_gym_envs.serve", "--tree", str(environment.tree),
+                       "--folder", str(environment.folder), "--entrypoint", environment.entrypoint]  # fmt: skip
+        else:
+            command = [sys.executable, "-m", "ngym.servers.launch", "--root", str(self.root)]
         child.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ngym.servers.launch", "--instance", child.name, "--root", str(self.root),
-            "--fd", str(fd),
+            *command, "--instance", child.name, "--fd", str(fd),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.PIPE,

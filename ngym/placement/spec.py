@@ -7,18 +7,22 @@ never the whole configuration, so no server holds (or can show) another server's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ngym.config.errors import ConfigError
 from ngym.config.instances import RUN_DIR_KEY, InstanceSpec
 from ngym.config.secrets import secret_values
+from ngym.http.hosts import ALLOWED_HOSTS_KEY
 from ngym.servers.directory import DirectoryEntry, directory_from_config
+
+if TYPE_CHECKING:
+    from ngym.nemo_gym_envs.detect import NemoGymEnvironment
 
 HF_TOKEN_KEY = "hf_token"  # NeMo Gym's env.yaml key; local_vllm_model hands it to vLLM
 # Top-level keys a server may read (`ServerContext.config.get(...)`); everything else stays with ng_run.
-SERVER_SETTINGS = (RUN_DIR_KEY, HF_TOKEN_KEY)
+SERVER_SETTINGS = (RUN_DIR_KEY, HF_TOKEN_KEY, ALLOWED_HOSTS_KEY)
 
 
 class ServerLaunch(BaseModel):
@@ -88,6 +92,7 @@ class PlannedInstance:
     num_gpus: float | None = None
     resources: dict[str, float] | None = None
     max_restarts: int | None = None
+    nemo_gym: NemoGymEnvironment | None = None  # a NeMo Gym environment, run on its own venv
 
     @property
     def name(self) -> str:

@@ -19,7 +19,7 @@ import orjson
 from ngym.http.client import HttpClient, UpstreamError
 from ngym.placement.routing import ReplicaRouter
 from ngym.rollouts.bounded import run_bounded
-from ngym.rollouts.failures import AGENT, RolloutFailed, from_agent_answer, from_upstream_error
+from ngym.rollouts.failures import AGENT, RolloutFailed, from_agent_answer, from_upstream_error, reported_failure
 from ngym.rollouts.keys import AGENT_REF, ROLLOUT_INDEX, TASK_INDEX
 from ngym.rollouts.tasks import Task
 
@@ -95,6 +95,9 @@ async def _scored_row(http: HttpClient, agent_url: str, task: Task) -> dict[str,
         raise RolloutFailed(AGENT, "agent /run answered with invalid JSON", result.status) from None
     if not isinstance(body, dict) or not isinstance(body.get("reward"), int | float):
         raise RolloutFailed(AGENT, "agent /run answered without a numeric 'reward'", result.status)
+    reported = reported_failure(body)
+    if reported is not None:
+        raise reported
     return {**body, **row_keys(task)}
 
 

@@ -19,15 +19,36 @@ CLASSES = (INVALID_TASK, MODEL, TOOL, VERIFY, TIMEOUT, AGENT)
 NOT_THE_TASK = frozenset({408, 429})
 
 
+# NeMo Gym's mark on a finished answer that is not a reward (its judge_failsafe sets it to "judge_failed").
+NG_FAILURE_CLASS = "_ng_failure_class"
+NG_TIMEOUT_CLASSES = frozenset({"timeout", "timeout_exceeded", "agent_timeout"})
+
+
 class RolloutFailed(Exception):
-    def __init__(self, failure_class: str, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, failure_class: str, message: str, status: int | None = None, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.failure_class = failure_class
         self.message = message
         self.status = status
+        self.details = details or {}  # kept in the failure record beside class, status and error
 
     def record(self) -> dict[str, Any]:
-        return {"class": self.failure_class, "status": self.status, "error": self.message}
+        return {**self.details, "class": self.failure_class, "status": self.status, "error": self.message}
+
+
+def reported_failure(answer: dict[str, Any]) -> RolloutFailed | None:
+    """A /run answer that says its reward is no measurement (NeMo Gym's `_ng_failure_class`, e.g. a judge that
+    could not be reached): a `verify` failure (`timeout` for NeMo Gym's timeout classes), never a reward."""
+    marked = answer.get(NG_FAILURE_CLASS)
+    if marked is None or marked is False:
+        return None
+    name = str(marked)
+    reason = answer.get("failure_reason") or answer.get("_ng_failure_judge_error") or answer.get("_ng_failure_message")
+    message = f"{name}: {reason}" if reason else f"{name} (the environment reported no reason)"
+    details = {key: answer[key] for key in (NG_FAILURE_CLASS, "failure_kind") if answer.get(key) is not None}
+    return RolloutFailed(TIMEOUT if name in NG_TIMEOUT_CLASSES else VERIFY, message[:2000], None, details)
 
 
 def from_upstream_error(exc: UpstreamError) -> RolloutFailed:

@@ -16,12 +16,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ngym.config.errors import ConfigError
-from ngym.config.instances import InstanceSpec, ServerRef, iter_instances
+from ngym.config.instances import DEFAULT_HOST, InstanceSpec, ServerRef, iter_instances
 from ngym.config.secrets import redact_text, secret_values
 from ngym.config.validation import describe_validation_error
 from ngym.http.app import json_response
 from ngym.http.client import HttpClient
 from ngym.http.guard import ErrorGuard, exception_handlers
+from ngym.http.hosts import ALLOWED_HOSTS_KEY, allowed_hosts, hosts_setting
 from ngym.placement.spec import ServerLaunch, launch_from_config
 from ngym.servers.directory import Directory
 
@@ -167,11 +168,14 @@ class Server(Generic[ConfigT]):
             finally:
                 await self.close()
 
+        extra_hosts = hosts_setting(self.context.config.get(ALLOWED_HOSTS_KEY))
+        hosts = allowed_hosts(self.config.host or DEFAULT_HOST, extra_hosts)
+        guard = Middleware(ErrorGuard, name=self.context.instance_name, redact=self.context.redact, hosts=hosts)
         return Starlette(
             routes=self.routes(),
             lifespan=lifespan if manage_lifecycle else None,
             exception_handlers=exception_handlers(self.context.redact),
-            middleware=[Middleware(ErrorGuard, name=self.context.instance_name, redact=self.context.redact)],
+            middleware=[guard],
         )
 
 

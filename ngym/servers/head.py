@@ -12,14 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ngym.config.errors import ConfigError
-from ngym.config.instances import iter_instances, server_url
-from ngym.config.secrets import redact
+from ngym.config.instances import DEFAULT_HOST, HEAD_SERVER_KEY, iter_instances, server_url
+from ngym.config.secrets import redact, redact_text, secret_values
 from ngym.http.app import json_response
+from ngym.http.guard import ErrorGuard, exception_handlers
+from ngym.http.hosts import ALLOWED_HOSTS_KEY, allowed_hosts, hosts_setting
 
 if TYPE_CHECKING:
     from ngym.placement.base import ReplicaInfo
@@ -68,12 +71,22 @@ def head_app(config: dict[str, Any], state: HeadState) -> Starlette:
     async def get_servers(_request: Request) -> Response:
         return json_response(servers_listing(config, state.replicas() if state.replicas else None))
 
+    secrets = secret_values(config)
+
+    def redact_error(text: str) -> str:
+        return redact_text(text, secrets)
+
+    head = config.get(HEAD_SERVER_KEY)
+    bound = str(head.get("host") or DEFAULT_HOST) if isinstance(head, dict) else DEFAULT_HOST
+    hosts = allowed_hosts(bound, hosts_setting(config.get(ALLOWED_HOSTS_KEY)))
     return Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/config", get_config, methods=["GET"]),
             Route("/servers", get_servers, methods=["GET"]),
-        ]
+        ],
+        exception_handlers=exception_handlers(redact_error),
+        middleware=[Middleware(ErrorGuard, name="head_server", redact=redact_error, hosts=hosts)],
     )
 
 

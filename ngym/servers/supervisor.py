@@ -21,6 +21,9 @@ from ngym.config.instances import HEAD_SERVER_KEY, RUN_DIR_KEY, check_references
 from ngym.config.load import LoadedConfig
 from ngym.config.secrets import redact_text, secret_values
 from ngym.http.app import EmbeddedUvicorn, uvicorn_config
+from ngym.http.hosts import ALLOWED_HOSTS_KEY, hosts_setting
+from ngym.nemo_gym_envs.detect import nemo_gym_environment
+from ngym.nemo_gym_envs.requirements import RequirementsError, parse_requirements
 from ngym.placement.base import Placement, ReplicaInfo
 from ngym.placement.local import (
     MAX_PENDING_BYTES,
@@ -72,9 +75,18 @@ def plan_run(loaded: LoadedConfig) -> RunPlan:
             'resources_servers/simple_weather/configs/simple_weather.yaml]"'
         )
     check_references(instances, loaded.locations)
+    hosts_setting(config.get(ALLOWED_HOSTS_KEY), f"{ALLOWED_HOSTS_KEY}{loaded.locations.describe(ALLOWED_HOSTS_KEY)}")
     problems = []
     planned: list[PlannedInstance] = []
     for spec in instances.values():
+        environment = nemo_gym_environment(spec, loaded.root, loaded.locations)
+        if environment is not None:  # its code runs only in its own process, on its own venv
+            try:  # a requirement from outside the registry is a configuration error: nothing starts
+                parse_requirements(environment.folder / "requirements.txt").check_registry_only(environment.name)
+            except RequirementsError as exc:
+                problems.append(str(exc))
+            planned.append(PlannedInstance(spec, nemo_gym=environment))
+            continue
         try:
             server_class = load_server_class(loaded.root, spec)
             server_config = validate_server_config(server_class.config_model, spec)
@@ -119,6 +131,11 @@ def _placement(config: dict[str, Any], planned: list[PlannedInstance], loaded: L
         check_local(planned, RAY_HEAD_KEY)
         return LocalProcesses(loaded.root)
     where = f"{RAY_HEAD_KEY}{loaded.locations.describe(RAY_HEAD_KEY)}"
+    environments = [instance.spec.key_path for instance in planned if instance.nemo_gym is not None]
+    if environments:
+        raise ConfigError(
+            f"{where}: NeMo Gym environments run as local processes only for now: {', '.join(environments)}"
+        )
     # Imported only here (it imports Ray only once it joins the cluster): without the key, ng_run never does.
     from ngym.placement.ray_actors import RayActors
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from ngym.config.secrets import is_secret_key
 from ngym.rollouts.keys import AGENT_REF, PARAMS, ROLLOUT_INDEX, TASK_INDEX
 
 COMPLETED, INCOMPLETE, FAILED, ERROR = 0, 1, 2, 3
@@ -178,8 +179,8 @@ def _output_chars(item: dict[str, Any]) -> int:
 def _add_fields(row: dict[str, Any], facts: Facts) -> None:
     """The verifier's (and the task's) own top-level fields: numbers to sort on, short values to filter on."""
     for key, value in row.items():
-        if key in STRUCTURAL_KEYS or key.startswith("_"):
-            continue
+        if key in STRUCTURAL_KEYS or key.startswith("_") or is_secret_key(key):
+            continue  # a secret a row holds is never shown, not even in the table
         number = _number(value)
         if number is not None:
             if key not in BUILTIN_NUMBERS:

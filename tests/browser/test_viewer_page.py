@@ -219,3 +219,20 @@ def test_rows_appear_while_the_file_is_written(
     finally:
         writer.close()
         assert running.stop() == 0
+
+
+def test_a_viewer_other_machines_can_reach_opens_only_from_its_printed_address(
+    page: Any, rollout_files: dict[str, Path]
+) -> None:
+    running = start_viewer(f"+jsonl_fpath={rollout_files['hot.jsonl']}", "+host=0.0.0.0")
+    try:
+        base, token = running.url.replace("0.0.0.0", "127.0.0.1").split("/?token=")
+        assert token
+        assert page.request.get(f"{base}/api/status").status == 401  # no token, no data
+        page.goto(f"{base}/?token={token}&view=rollouts")
+        by_id(page, "row").first.wait_for(timeout=WAIT_MS)  # the page's own requests carry the cookie it got
+        assert "token" not in page.url and "view=rollouts" in page.url  # a shared view never carries the token
+        page.reload()
+        by_id(page, "row").first.wait_for(timeout=WAIT_MS)
+    finally:
+        assert running.stop() == 0
