@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ngym.nemo_gym_envs.serve import COMPAT_DIR, bind_tree_packages
+from ngym.nemo_gym_envs.serve import enter_environment
 from ngym.nemo_gym_envs.venvs import Show, environment_python
 
 TEST_TOOLS = ("pytest>=8", "pytest-asyncio>=0.23")
@@ -45,11 +45,7 @@ def _inside(tree: Path, name: str, pytest_args: list[str]) -> int:
     import pytest
 
     folder = tree / "resources_servers" / name
-    for path in (str(tree), str(COMPAT_DIR), str(folder)):
-        if path in sys.path:
-            sys.path.remove(path)
-        sys.path.insert(0, path)
-    bind_tree_packages(tree)
+    enter_environment(tree, folder)
     os.chdir(folder)
     # Neither ngym's pytest settings nor its conftest.py (the cache lies inside ngym's checkout) apply.
     isolated = ["-c", os.devnull, "--rootdir", str(folder), "--confcutdir", str(folder)]

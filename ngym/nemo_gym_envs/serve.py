@@ -45,6 +45,16 @@ def global_config(launch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str
     return config, urls
 
 
+def enter_environment(tree: Path, folder: Path) -> None:
+    """This process as the environment's own: its folder first on `sys.path`, as `python app.py` has it, then our
+    `nemo_gym` (before the tree, which holds NeMo Gym's own), then the tree; and the tree's packages bound."""
+    for path in (str(tree), str(COMPAT_DIR), str(folder)):
+        if path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
+    bind_tree_packages(tree)
+
+
 def bind_tree_packages(tree: Path) -> None:
     """`resources_servers.<other>` imports from the environment's tree. NeMo Gym's published files hold it as a
     namespace package (no `__init__.py`), and Python prefers a regular package of that name anywhere on `sys.path`
@@ -93,12 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     app = folder / args.entrypoint
     config, urls = global_config(launch)
 
-    # The folder first, as `python app.py` has it; our nemo_gym before the tree (a NeMo Gym tree holds its own).
-    for path in (str(tree), str(COMPAT_DIR), str(folder)):
-        if path in sys.path:
-            sys.path.remove(path)
-        sys.path.insert(0, path)
-    bind_tree_packages(tree)
+    enter_environment(tree, folder)
     os.chdir(folder)
     from nemo_gym._runtime import Runtime, install
 

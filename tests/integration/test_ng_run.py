@@ -276,7 +276,15 @@ async def test_200_sessions_on_two_vllm_servers_stay_put_spread_evenly_and_survi
                         assert resp.status == 200, await resp.text()
                         jars[index].update_cookies(resp.cookies)
 
-                await asyncio.gather(*(turn(i, 0) for i in range(sessions)))
+                # Every first turn is held until all 200 sessions are in flight: where each new session goes then
+                # depends on the load the model server sees, not on which stand-in happened to answer faster.
+                hold = Hold()
+                for standin in (first, second):
+                    standin.script.inject(*[hold] * sessions)
+                first_turns = asyncio.gather(*(turn(i, 0) for i in range(sessions)))
+                await asyncio.to_thread(hold.wait_for_held, sessions)
+                hold.release()
+                await first_turns
                 await asyncio.gather(*(turn(i, 1) for i in range(sessions)))
                 placed = [Counter(s.log.session_ids()) for s in (first, second)]
                 assert not set(placed[0]) & set(placed[1]), "a session's turns went to both servers"

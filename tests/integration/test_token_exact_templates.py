@@ -15,7 +15,14 @@ import pytest
 
 from ngym.http.app import serve_in_background
 from ngym.servers.base import StartupError
-from ngym.testing.token_turns import WEATHER_TOOL, TokenTurn, broken_turns, response_turns, run_chat_conversation
+from ngym.testing.token_turns import (
+    WEATHER_TOOL,
+    TokenTurn,
+    broken_turns,
+    response_turns,
+    run_chat_conversation,
+    run_responses_conversation,
+)
 from ngym.testing.vllm_server import VllmServer, literal_regex
 from responses_api_models.vllm_model.app import VllmModel
 from responses_api_models.vllm_model.exact_path import ExactTokenPath
@@ -126,19 +133,16 @@ async def test_tool_call_turns_written_without_content_are_token_exact_through_r
         "</think>" + CALL.format(city="Lima"),
         "</think>Warm.",
     ]
+    fields = []
+    for text in texts:
+        turn = {"tools": [RESPONSES_TOOL], **forced(text)}
+        turn["max_output_tokens"] = turn.pop("max_tokens")
+        fields.append(turn)
     async with model_server(config(vllm_server, CONTENT_DROPPED_ON_TOOL_CALLS)) as (_server, url, http):
-        for text in texts:
-            body = {"input": history, "tools": [RESPONSES_TOOL], **forced(text)}
-            body["max_output_tokens"] = body.pop("max_tokens")
-            async with http.post(url + "/v1/responses", json=body) as resp:
-                answer = await resp.json()
-                assert resp.status == 200, answer
-            history += answer["output"]
-            calls = [item for item in answer["output"] if item["type"] == "function_call"]
-            history += [{"type": "function_call_output", "call_id": c["call_id"], "output": "sunny"} for c in calls]
+        history = await run_responses_conversation(http, url, history, len(texts), fields, ["sunny"])
     turns = response_turns(history)
     assert len(turns) == 3 and broken_turns(turns) == []
-    assert history[-1]["content"][0]["text"] == "Warm."
+    assert history[-2]["content"][0]["text"] == "Warm."  # then the user follow-up after the answer
 
 
 async def test_a_tool_argument_holding_the_closing_text_does_not_move_the_splice(vllm_server: VllmServer) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ngym.nemo_gym_envs.package import FetchError, ensure_package
 from ngym.testing.gym_process import GymProcess
 from ngym.testing.vllm_standin import StandinScript, StandinServer
 
@@ -19,14 +18,6 @@ pytestmark = pytest.mark.nemo_gym_envs
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_CONFIG = "responses_api_models/vllm_model/configs/vllm_model.yaml"
-
-
-@pytest.fixture(scope="module")
-def tree() -> Path:
-    try:
-        return ensure_package()
-    except FetchError as exc:
-        pytest.skip(f"the package registry is unreachable, so NeMo Gym's environments cannot be fetched: {exc}")
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,8 @@ from pathlib import Path
 import pytest
 
 from ngym.nemo_gym_envs.env_tests import run_environment_tests
-from ngym.nemo_gym_envs.package import FetchError, ensure_package
 
 pytestmark = pytest.mark.nemo_gym_envs
-
-
-@pytest.fixture(scope="module")
-def tree() -> Path:
-    try:
-        return ensure_package()
-    except FetchError as exc:
-        pytest.skip(f"the package registry is unreachable, so NeMo Gym's environments cannot be fetched: {exc}")
 
 
 @pytest.mark.parametrize("name", ["mcqa", "workplace_assistant"])

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from ngym.nemo_gym_envs.golden import golden_cases
-from ngym.nemo_gym_envs.package import FetchError, ensure_package
 from ngym.nemo_gym_envs.replay import replay_case, rewards_match, running_environment
 
 pytestmark = pytest.mark.nemo_gym_envs
@@ -43,14 +42,6 @@ SECTION_OVERRIDES = {"math_with_judge": {"library_verifier_timeout_seconds": 120
 # score 0 once. A row that does not match is replayed, up to this many times in all; a real difference fails
 # every time.
 WALL_CLOCK_VERIFIERS = {"math_with_judge": 3}
-
-
-@pytest.fixture(scope="module")
-def tree() -> Path:
-    try:
-        return ensure_package()
-    except FetchError as exc:
-        pytest.skip(f"the package registry is unreachable, so NeMo Gym's environments cannot be fetched: {exc}")
 
 
 @pytest.mark.parametrize("name", ENVIRONMENTS)
