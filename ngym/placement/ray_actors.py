@@ -260,6 +260,8 @@ class RayActors(Placement):
             self.show(f"ng_run: {replica.label} could not restart: {info['failure']}")
             return
         moved = (info["url"], info["pid"]) != (replica.url, replica.pid)
+        if moved and replica.state == "up":  # restarted between two looks: the restart is still reported
+            self.show(f"ng_run: {replica.label} was down (pid {replica.pid}); Ray restarted it")
         replica.url, replica.pid, replica.node = info["url"], info["pid"], info["node"]
         if replica.state != "up" or moved:
             replica.state = "up"

@@ -5,6 +5,8 @@ mcqa computes written beside the output as NeMo Gym writes them. `pytest -m nemo
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +72,20 @@ def test_disable_aggregation_writes_no_metrics(mcqa_gym: GymProcess, tree: Path,
                      f"+output_jsonl_fpath={output}", "+limit=2", "+disable_aggregation=true")  # fmt: skip
     assert len(rows(output)) == 2
     assert not (tmp_path / "mcqa_aggregate_metrics.json").exists()
+
+
+def test_the_environment_answers_only_to_its_own_host_names(mcqa_gym: GymProcess) -> None:
+    """As every ngym server: a page re-pointed at 127.0.0.1 (DNS rebinding) or of another site gets a 403."""
+    url = mcqa_gym.url_of("mcqa")
+    port = url.rsplit(":", 1)[1]
+    for headers in ({"Host": f"evil.example:{port}"}, {"Origin": "http://evil.example"}):
+        request = urllib.request.Request(url + "/verify", data=b"{}", headers=headers, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 403
+        assert orjson.loads(refused.value.read())["error"]["code"] == "host_not_allowed"
+    with urllib.request.urlopen(url + "/health", timeout=30) as answer:  # its own name: served
+        assert answer.status == 200
 
 
 # The stand-in calls the tool row 0 of workplace_assistant's example.jsonl expects, with its arguments, on every row.

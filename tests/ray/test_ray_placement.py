@@ -134,7 +134,8 @@ def test_seed_flow_on_two_nodes_survives_a_killed_replica_and_ctrl_c_leaves_noth
 
             # Ray restarted the replica, on the port the others know.
             wait_for(lambda: "simple_weather#0 is up again" in log.read_text(), "the replica to be restarted")
-            assert "simple_weather#0 is down; Ray restarts it" in log.read_text()
+            text = log.read_text()  # seen down, or restarted between two of ng_run's looks
+            assert "simple_weather#0 is down; Ray restarts it" in text or "simple_weather#0 was down" in text
             assert gym.servers()[1]["urls"] == [weather[0][1], weather[1][1]]
             restarted = int(
                 log.read_text().split("simple_weather#0 is up again at ")[1].split("(pid ")[1].split(",")[0]

@@ -213,7 +213,9 @@ class SimpleServer(BaseServer):
         app = server.setup_webserver()
         server.setup_liveness(app)
         server.setup_exception_middleware(app)
-        serve_app(app, runtime.fd)
+        own = runtime.global_config.get(runtime.name) or {}
+        section: dict[str, Any] = next((inner for kind in own.values() for inner in kind.values()), {})
+        serve_app(app, runtime.fd, runtime.global_config, section.get("host"))
         return app
 
 
