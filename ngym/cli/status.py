@@ -1,4 +1,5 @@
-"""ng_status: list the servers of the running ng_run and whether each answers.
+"""ng_status: list the servers of the running ng_run and whether each answers, and each restart of a replica
+(how its process ended, its last lines).
 
 Usage: ng_status [+head_server.port=11000] [+json=true]
 """
@@ -6,6 +7,7 @@ Usage: ng_status [+head_server.port=11000] [+json=true]
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import orjson
 
@@ -34,7 +36,20 @@ def run(args: list[str]) -> int:
         for server in servers:
             kind = f"{server['server_type']}/{server['implementation']}"
             print(f"{server['name']:<32} {kind:<40} {server.get('url') or '-':<28} {server['status']}")
+            for replica in server.get("replicas") or []:
+                if replica.get("restarts"):
+                    print(f"  {restart_note(replica)}")
     return 1 if any(server["status"] != "ok" for server in servers) else 0
+
+
+def restart_note(replica: dict[str, Any]) -> str:
+    """`simple_weather#0 at <url> restarted 1 time(s), last after killed by signal SIGKILL; the process before
+    printed last:` and those lines."""
+    lines = "\n".join(f"    | {line}" for line in replica.get("last_output") or []) or "    | (no output)"
+    return (
+        f"{replica.get('label')} at {replica.get('url')} restarted {replica['restarts']} time(s), last after "
+        f"{replica.get('last_exit') or 'an exit Ray saw'}; the process before printed last:\n{lines}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,11 @@ class ReplicaInfo:
     url: str | None
     pid: int | None
     node: str | None = None  # the Ray node it runs on; None for a local process
+    restarts: int = 0  # times it was restarted (by ng_run, or by Ray)
+    # How the process before the running one ended ("killed by signal SIGKILL") and the last lines it printed;
+    # known for local processes only.
+    last_exit: str | None = None
+    last_output: tuple[str, ...] = ()
 
 
 class Placement(ABC):

@@ -1,7 +1,8 @@
 """LocalProcess placement: each replica is a child process of ng_run on this host (ng_run's default).
 
 ng_run binds every replica's socket while it plans (a port in use is a configuration error before anything
-starts) and passes it to the child with the replica's launch on its standard input.
+starts) and passes it to the child with the replica's launch on its standard input. The socket stays ng_run's:
+a replica that dies is restarted on it (ngym.placement.restarts), so its URL never changes.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from ngym.lifetime import PARENT_PID_ENV
 from ngym.nemo_gym_envs.requirements import RequirementsError
 from ngym.nemo_gym_envs.venvs import InstallError, environment_python
 from ngym.placement.base import Placement, ReplicaInfo, Show
+from ngym.placement.restarts import RestartPolicy, describe_exit
 from ngym.placement.spec import PlannedInstance, ServerLaunch
 from ngym.servers.directory import DirectoryEntry
 
 STOP_GRACE_SECONDS = 10.0
 TAIL_LINES = 40
+LAST_OUTPUT_LINES = 10  # of a restarted replica's previous process, for /servers and ng_status
 MAX_TAIL_LINE_CHARS = 4096  # of each line kept for the failure message; the whole line is printed
 READ_CHUNK_BYTES = 65536
 MAX_PENDING_BYTES = 1 << 20
@@ -50,6 +53,12 @@ class ChildServer:
     process: asyncio.subprocess.Process | None = None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     pump: asyncio.Task[None] | None = None
+    launch: ServerLaunch | None = None  # what it was started with: a restart is started with the same
+    python: Path | None = None
+    restarts: int = 0
+    last_exit: str | None = None  # how its last process ended (describe_exit), once it has been restarted
+    last_output: tuple[str, ...] = ()  # the last lines that process printed
+    respawn: asyncio.Task[None] | None = None  # a restart being started: close() waits for it, then stops it
 
     @property
     def spec(self) -> InstanceSpec:
@@ -105,6 +114,7 @@ class LocalProcesses(Placement):
         if show is not None:
             self.show = show
         self.children: list[ChildServer] = []
+        self.startup_timeout = 0.0
 
     def reserve(self, instances: list[PlannedInstance]) -> None:
         """Bind every replica's port (the instance's `port` for a single replica, else a free one) and write the
@@ -148,6 +158,7 @@ class LocalProcesses(Placement):
         self, config: dict[str, Any], instances: list[PlannedInstance], timeout: float, stop: asyncio.Event
     ) -> str | None:
         directory = self.directory()
+        self.startup_timeout = timeout
         try:
             pythons = await self._environment_pythons(instances)
         except (InstallError, RequirementsError) as exc:
@@ -168,6 +179,7 @@ class LocalProcesses(Placement):
         return pythons
 
     async def _spawn(self, child: ChildServer, launch: ServerLaunch, python: Path | None = None) -> None:
+        child.launch, child.python = launch, python
         env = {**os.environ, PARENT_PID_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
         fd = child.sock.fileno()
         environment = child.instance.nemo_gym
@@ -229,23 +241,84 @@ class LocalProcesses(Placement):
         return None
 
     async def watch(self, stop: asyncio.Event) -> str | None:
-        waits = {asyncio.create_task(c.process.wait()): c for c in self.children if c.process is not None}
+        """Restart each replica that dies, within its budget; the first one past it stops everything."""
+        keepers = [asyncio.create_task(self._keep_alive(c, stop)) for c in self.children if c.process is not None]
         stopped = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopped, *waits], return_when=asyncio.FIRST_COMPLETED)
-        for task in (stopped, *waits):
-            if task not in done:
+        try:
+            while True:
+                done, _ = await asyncio.wait([stopped, *keepers], return_when=asyncio.FIRST_COMPLETED)
+                if stopped in done:
+                    return None
+                failures = [str(task.result()) for task in done if task.result()]
+                if failures:
+                    return "\n".join(failures)
+                keepers = [task for task in keepers if task not in done]
+                if not keepers:
+                    return None
+        finally:
+            for task in (stopped, *keepers):
                 task.cancel()
-        if stopped in done:
-            return None
-        messages = []
-        for task in done:
-            child = waits[task]
+
+    async def _keep_alive(self, child: ChildServer, stop: asyncio.Event) -> str | None:
+        """Until `stop` (None) or `child` dies past its max_restarts (why, with its last output)."""
+        policy = RestartPolicy.for_instance(child.instance.max_restarts)
+        while True:
+            assert child.process is not None
+            code = await child.process.wait()
+            if stop.is_set():
+                return None
+            _signal_group(child, signal.SIGKILL)  # what its group left (workers) must not serve on its socket
             await self._drain(child)
-            messages.append(
-                f"ng_run: {child.label} exited unexpectedly (exit code {task.result()}); stopping everything. "
-                f"Its last output:\n{child.tail_text()}"
+            how = describe_exit(code)
+            if not policy.allows(child.restarts):
+                return (
+                    f"ng_run: {child.label} exited unexpectedly ({how}) after {child.restarts} of "
+                    f"{policy.budget()} restarts (max_restarts); stopping everything. "
+                    f"Its last output:\n{child.tail_text()}"
+                )
+            delay = policy.delay(child.restarts)
+            child.restarts += 1
+            child.last_exit, child.last_output = how, tuple(child.tail)[-LAST_OUTPUT_LINES:]
+            self.show(
+                f"ng_run: {child.label} exited unexpectedly ({how}); restarting it on {child.url} in {delay:g} s "
+                f"(restart {child.restarts} of {policy.budget()}). Its last output:\n{child.tail_text()}"
             )
-        return "\n".join(messages)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return None
+            assert child.launch is not None
+            child.tail.clear()
+            # Shielded: a stop that comes meanwhile must not lose a process just started (close() awaits it).
+            child.respawn = asyncio.create_task(self._spawn(child, child.launch, child.python))
+            await asyncio.shield(child.respawn)
+            failure = await self._wait_back(child, stop)
+            if failure or stop.is_set():
+                return failure
+            if child.process.returncode is None:
+                self.show(
+                    f"ng_run: {child.label} restarted at {child.url} (pid {child.process.pid}, "
+                    f"restart {child.restarts} of {policy.budget()}, after {how})"
+                )
+
+    async def _wait_back(self, child: ChildServer, stop: asyncio.Event) -> str | None:
+        """Wait until a restarted replica answers /health, exits (its keeper sees it) or `stop`; why not, when
+        it does none of these within its startup time."""
+        assert child.process is not None
+        deadline = time.monotonic() + self.startup_timeout + child.startup_budget_s
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            while not stop.is_set() and child.process.returncode is None:
+                if await answers(session, child.url + "/health"):
+                    return None
+                if time.monotonic() > deadline:
+                    return (
+                        f"ng_run: {child.label} was restarted but did not answer within "
+                        f"{self.startup_timeout + child.startup_budget_s:g} s ({STARTUP_TIMEOUT_KEY}); stopping "
+                        f"everything. Its last output:\n{child.tail_text()}"
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.1)
+        return None
 
     async def _drain(self, child: ChildServer) -> None:
         if child.pump is not None:
@@ -253,6 +326,8 @@ class LocalProcesses(Placement):
                 await asyncio.wait_for(asyncio.shield(child.pump), 2)
 
     async def close(self) -> None:
+        respawns = [c.respawn for c in self.children if c.respawn is not None]
+        await asyncio.gather(*respawns, return_exceptions=True)
         running = [c for c in self.children if c.process is not None and c.process.returncode is None]
         for child in running:
             _signal_group(child, signal.SIGTERM)
@@ -278,6 +353,9 @@ class LocalProcesses(Placement):
                 kind=child.instance.kind,
                 url=child.url,
                 pid=child.process.pid if child.process else None,
+                restarts=child.restarts,
+                last_exit=child.last_exit,
+                last_output=child.last_output,
             )
             for child in self.children
         ]

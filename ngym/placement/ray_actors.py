@@ -45,6 +45,7 @@ class RayReplica:
     pid: int | None = None
     node: str | None = None
     state: str = "starting"  # starting, up, restarting, dead
+    restarts: int = 0  # times ng_run saw Ray bring it back
 
     @property
     def label(self) -> str:
@@ -265,6 +266,7 @@ class RayActors(Placement):
         replica.url, replica.pid, replica.node = info["url"], info["pid"], info["node"]
         if replica.state != "up" or moved:
             replica.state = "up"
+            replica.restarts += 1
             self.show(f"ng_run: {replica.label} is up again at {replica.url} (pid {replica.pid}, node {replica.node})")
 
     # -- stopping -------------------------------------------------------------------------------------------
@@ -292,6 +294,7 @@ class RayActors(Placement):
                 url=r.url,
                 pid=r.pid,
                 node=r.node,
+                restarts=r.restarts,
             )
             for r in self.replicas_
         ]

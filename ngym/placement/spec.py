@@ -91,7 +91,7 @@ class PlannedInstance:
     num_cpus: float | None = None
     num_gpus: float | None = None
     resources: dict[str, float] | None = None
-    max_restarts: int | None = None
+    max_restarts: int | None = None  # None: the placement's default (ngym.placement.restarts, ray_actors)
     nemo_gym: NemoGymEnvironment | None = None  # a NeMo Gym environment, run on its own venv
 
     @property
@@ -114,7 +114,6 @@ class PlannedInstance:
             "num_cpus": self.num_cpus,
             "num_gpus": self.num_gpus,
             "resources": self.resources,
-            "max_restarts": self.max_restarts,
         }
         return [f"{self.spec.key_path}.{key}" for key, value in keys.items() if value is not None]
 

@@ -41,7 +41,7 @@ class ServerConfig(BaseModel):
     num_cpus: float | None = Field(default=None, ge=0, description="Ray: CPUs per replica (default num_workers)")
     num_gpus: float | None = Field(default=None, ge=0, description="Ray: GPUs per replica")
     resources: dict[str, float] | None = Field(default=None, description="Ray: custom resources per replica")
-    max_restarts: int | None = Field(default=None, ge=-1, description="Ray: restarts of a replica that dies (3)")
+    max_restarts: int | None = Field(default=None, ge=-1, description="restarts of a replica that dies (3, -1: any)")
     # Descriptive metadata found in NeMo Gym configs; accepted so those configs work unchanged.
     domain: str | None = None
     description: str | None = None

@@ -28,25 +28,38 @@ if TYPE_CHECKING:
     from ngym.placement.base import ReplicaInfo
 
 
-def servers_listing(config: dict[str, Any], replicas: list[ReplicaInfo] | None = None) -> list[dict[str, Any]]:
+def servers_listing(
+    config: dict[str, Any], replicas: list[ReplicaInfo] | None = None, redact_line: Callable[[str], str] = str
+) -> list[dict[str, Any]]:
     """Every instance with `urls`, one per replica as the placement reports them (without a placement, the
-    address its section gives), and `url`, the first of them."""
+    address its section gives), and `url`, the first of them. With a placement, `replicas` too: each one's url,
+    pid and restarts, with how the process before it ended and its last lines (through `redact_line`)."""
     listing = []
     for spec in iter_instances(config):
+        entry: dict[str, Any] = {
+            "name": spec.name,
+            "server_type": spec.server_type,
+            "implementation": spec.implementation,
+        }
         if replicas is not None:
-            urls = [replica.url for replica in replicas if replica.instance == spec.name and replica.url]
+            mine = [replica for replica in replicas if replica.instance == spec.name]
+            urls = [replica.url for replica in mine if replica.url]
+            entry["replicas"] = [_replica_entry(replica, redact_line) for replica in mine]
         else:
             urls = [server_url(spec.section)] if spec.section.get("port") is not None else []
-        listing.append(
-            {
-                "name": spec.name,
-                "server_type": spec.server_type,
-                "implementation": spec.implementation,
-                "url": urls[0] if urls else None,
-                "urls": urls,
-            }
-        )
+        listing.append({**entry, "url": urls[0] if urls else None, "urls": urls})
     return listing
+
+
+def _replica_entry(replica: ReplicaInfo, redact_line: Callable[[str], str]) -> dict[str, Any]:
+    return {
+        "label": replica.label,
+        "url": replica.url,
+        "pid": replica.pid,
+        "restarts": replica.restarts,
+        "last_exit": replica.last_exit,
+        "last_output": [redact_line(line) for line in replica.last_output],
+    }
 
 
 class HeadState:
@@ -68,10 +81,11 @@ def head_app(config: dict[str, Any], state: HeadState) -> Starlette:
     async def get_config(_request: Request) -> Response:
         return json_response(public_config)
 
-    async def get_servers(_request: Request) -> Response:
-        return json_response(servers_listing(config, state.replicas() if state.replicas else None))
-
     secrets = secret_values(config)
+
+    async def get_servers(_request: Request) -> Response:
+        replicas = state.replicas() if state.replicas else None
+        return json_response(servers_listing(config, replicas, lambda line: redact_text(line, secrets)))
 
     def redact_error(text: str) -> str:
         return redact_text(text, secrets)

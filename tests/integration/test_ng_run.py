@@ -77,7 +77,8 @@ def test_table_then_ctrl_c_stops_every_server(standin: StandinServer, tmp_path: 
 
 def test_a_server_that_dies_is_reported_and_everything_stops(standin: StandinServer, tmp_path: Path) -> None:
     log = tmp_path / "ng_run.log"
-    gym = GymProcess(ROOT, SEED_CONFIG_PATHS, env(standin), log_path=log).start()
+    no_restarts = "++simple_weather.resources_servers.simple_weather.max_restarts=0"  # else it comes back (issue 24)
+    gym = GymProcess(ROOT, SEED_CONFIG_PATHS, [*env(standin), no_restarts], log_path=log).start()
     urls = {server["name"]: server["url"] for server in gym.servers()}
     weather_pid = next(
         int(line.split()[-1]) for line in log.read_text().splitlines() if line.startswith("simple_weather ")
@@ -86,7 +87,7 @@ def test_a_server_that_dies_is_reported_and_everything_stops(standin: StandinSer
     assert gym.process is not None
     assert gym.process.wait(30) == 1
     text = log.read_text()
-    assert "simple_weather (resources_servers/simple_weather) exited unexpectedly" in text
+    assert "simple_weather (resources_servers/simple_weather) exited unexpectedly (killed by signal SIGKILL)" in text
     assert not any(answers(url) for url in urls.values())
 
 

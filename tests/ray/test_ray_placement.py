@@ -137,6 +137,7 @@ def test_seed_flow_on_two_nodes_survives_a_killed_replica_and_ctrl_c_leaves_noth
             text = log.read_text()  # seen down, or restarted between two of ng_run's looks
             assert "simple_weather#0 is down; Ray restarts it" in text or "simple_weather#0 was down" in text
             assert gym.servers()[1]["urls"] == [weather[0][1], weather[1][1]]
+            assert [replica["restarts"] for replica in gym.servers()[1]["replicas"]] == [1, 0]  # as ng_status shows
             restarted = int(
                 log.read_text().split("simple_weather#0 is up again at ")[1].split("(pid ")[1].split(",")[0]
             )
