@@ -1,7 +1,9 @@
-"""`python -m benchmarks [model_server] [rollouts] [profile] [viewer]`: run benchmarks, print tables, write JSON.
+"""`python -m benchmarks [model_server] [rollouts] [profile] [viewer] [environments]`: run benchmarks, print
+tables, write JSON.
 
-With no names, runs model_server and rollouts (profile needs py-spy, viewer writes a 2 GiB file: both run by
-name). Results go to benchmarks/results/bench-<time>.json and benchmarks/results/latest.json.
+With no names, runs model_server and rollouts (profile needs py-spy, viewer writes a 2 GiB file, environments
+installs and replays NeMo Gym's environments: all run by name). Results go to
+benchmarks/results/bench-<time>.json and benchmarks/results/latest.json.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks import model_server, profile, rollouts, viewer
+from benchmarks import environments, model_server, profile, rollouts, viewer
 from benchmarks.report import (
     exact_vs_chat_table,
     load_snapshot,
@@ -24,9 +26,10 @@ from benchmarks.report import (
     profile_tables,
     rollouts_table,
 )
+from ngym.nemo_gym_envs.package import ensure_package
 
 RESULTS = Path(__file__).resolve().parent / "results"
-NAMES = ("model_server", "rollouts", "profile", "viewer")
+NAMES = ("model_server", "rollouts", "profile", "viewer", "environments")
 BUSY_WARNING = 0.5  # a core's share used by other processes before a run that makes its numbers suspect
 
 
@@ -64,6 +67,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-turn", choices=model_server.TURNS, default="first")
     parser.add_argument("--python-only", action="store_true", help="profile: Python frames only (no --native)")
     parser.add_argument("--viewer-rows", type=int, default=1_000_000, help="viewer: rows in the generated file")
+    parser.add_argument("--envs", nargs="+", default=[], help="environments: these only (default: every candidate)")
+    parser.add_argument("--install-s", type=float, default=120.0, help="environments: install limit per environment")
+    parser.add_argument("--start-s", type=float, default=60.0, help="environments: start-up limit per environment")
+    parser.add_argument("--replay-s", type=float, default=120.0, help="environments: no new row after this long")
+    parser.add_argument("--skip-done", action="store_true", help="environments: keep results already saved")
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in NAMES]
     if unknown:
@@ -126,13 +134,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== viewer: ng_viewer over a generated {args.viewer_rows:,}-row rollout file", flush=True)
         document["viewer"] = result = viewer.run(replace(viewer.Settings(), rows=args.viewer_rows), log=_log)
         print("\n" + viewer.report(result), flush=True)
+    if "environments" in names:
+        print("\n== environments: install, start, golden-replay NeMo Gym's CPU-deterministic ones", flush=True)
+        env_settings = environments.Settings(
+            tuple(args.envs), args.install_s, args.start_s, args.replay_s, skip_done=args.skip_done
+        )
+        found = environments.run(ensure_package(), env_settings, log=_log)
+        document["environments"] = environments.totals(found)
+        text = environments.table(found)
+        environments.write_table(environments.DOC, text)
+        print("\n" + text + f"\n\ntable written to {environments.DOC}", flush=True)
     document["load_after"] = after = load_snapshot()
     document["wall_s"] = round(time.monotonic() - started, 1)
     _check_load(after)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for path in (RESULTS / f"bench-{stamp}.json", RESULTS / "latest.json"):
-        path.write_text(json.dumps(document, indent=2) + "\n")
-    (RESULTS / "latest.md").write_text(markdown(document))
+    (RESULTS / f"bench-{stamp}.json").write_text(json.dumps(document, indent=2) + "\n")
+    if set(names) - {"environments"}:  # the performance results (environments has environments.json of its own)
+        (RESULTS / "latest.json").write_text(json.dumps(document, indent=2) + "\n")
+        (RESULTS / "latest.md").write_text(markdown(document))
     print(f"\nresults: {RESULTS / f'bench-{stamp}.json'} ({document['wall_s']:.0f} s)")
     return 0
 

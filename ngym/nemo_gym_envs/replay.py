@@ -1,6 +1,7 @@
 """Start one NeMo Gym environment as ng_run would (its own venv, our `nemo_gym`), without ng_run, and replay its
 recorded rollouts against it: `/seed_session` with the row, each recorded tool call in order (same session
-cookie), then `/verify` with the recorded response, compared with the recorded reward.
+cookie), then `/verify` with the recorded response, compared with the recorded reward (a Gymnasium-style
+environment: `/reset`, then `/step` with each of the model's recorded turns, the rewards summed).
 
 Used by the golden-replay tests and `python -m ngym.nemo_gym_envs.replay NAME...` (prints matched / tried and
 each environment's start-up time and memory).
@@ -24,6 +25,7 @@ from typing import Any
 
 import orjson
 import yaml
+from omegaconf import OmegaConf
 
 from ngym.http.app import bind_socket
 from ngym.lifetime import child_env
@@ -50,8 +52,11 @@ class RunningEnvironment:
 
 
 @contextlib.contextmanager
-def running_environment(tree: Path, name: str, section: dict[str, Any] | None = None) -> Iterator[RunningEnvironment]:
-    """The environment `resources_servers/<name>` of `tree`, serving on a free loopback port until the block ends."""
+def running_environment(
+    tree: Path, name: str, section: dict[str, Any] | None = None, ready_timeout_s: float = READY_TIMEOUT_S
+) -> Iterator[RunningEnvironment]:
+    """The environment `resources_servers/<name>` of `tree`, serving on a free loopback port until the block ends
+    (an error when it does not answer /health within `ready_timeout_s`)."""
     folder = tree / "resources_servers" / name
     section = {**config_section(folder, name), **(section or {})}
     python = environment_python(folder, name, show=lambda _text: None)
@@ -78,7 +83,7 @@ def running_environment(tree: Path, name: str, section: dict[str, Any] | None = 
     process.stdin.close()
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(process, url, name)
+        _wait_ready(process, url, name, ready_timeout_s)
         yield RunningEnvironment(name, url, process, time.monotonic() - started)
     finally:
         process.terminate()
@@ -92,18 +97,29 @@ def running_environment(tree: Path, name: str, section: dict[str, Any] | None = 
 
 
 def config_section(folder: Path, name: str) -> dict[str, Any]:
-    """The environment's own section in `configs/<name>.yaml` (its instance of resources_servers/<name>)."""
-    path = folder / "configs" / f"{name}.yaml"
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-    for value in (loaded or {}).values():
-        section = (value or {}).get("resources_servers", {}).get(name) if isinstance(value, dict) else None
-        if isinstance(section, dict):
-            return section
+    """The environment's own section (its instance of resources_servers/<name>) in `configs/<name>.yaml`, else in
+    the first of its config files that has one, `${oc.env:...}` interpolations resolved as ng_run resolves them (a
+    value that cannot be resolved here, such as one naming the run's other settings, is kept as written)."""
+    own = folder / "configs" / f"{name}.yaml"
+    for path in [own, *sorted(p for p in (folder / "configs").glob("*.yaml") if p != own)]:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        for value in (loaded or {}).values() if isinstance(loaded, dict) else ():
+            section = (value or {}).get("resources_servers", {}).get(name) if isinstance(value, dict) else None
+            if isinstance(section, dict):
+                return {key: _resolved(key, item) for key, item in section.items()}
     return {}
 
 
-def _wait_ready(process: subprocess.Popen[bytes], url: str, name: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+def _resolved(key: str, value: Any) -> Any:
+    try:
+        resolved = OmegaConf.to_container(OmegaConf.create({key: value}), resolve=True)
+        return resolved[key] if isinstance(resolved, dict) else value
+    except Exception:
+        return value
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str, name: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             output = process.stdout.read().decode(errors="replace") if process.stdout else ""
@@ -115,7 +131,7 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, name: str) -> None:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(0.1)  # a short wait on the process itself: returns at once if it dies
-    raise RuntimeError(f"{name} did not answer /health within {READY_TIMEOUT_S:g} s")
+    raise RuntimeError(f"{name} did not answer /health within {timeout_s:g} s")
 
 
 class Session:
@@ -143,6 +159,12 @@ def replay_case(url: str, case: GoldenCase) -> dict[str, Any]:
     """Seed, replay the recorded tool calls, verify; the verify answer."""
     session = Session(url)
     status, seeded = session.post("/seed_session", case.request)
+    if status == 404:  # no sessions: a Gymnasium-style environment, when it has /reset
+        reset_status, reset = session.post("/reset", _run_body(case))
+        if reset_status == 200:
+            return replay_steps(session, case)
+        if reset_status != 404:
+            raise RuntimeError(f"/reset answered {reset_status}: {str(reset)[:2000]}")
     if status != 200:
         raise RuntimeError(f"/seed_session answered {status}: {seeded}")
     for item in case.request["response"].get("output") or []:
@@ -156,6 +178,39 @@ def replay_case(url: str, case: GoldenCase) -> dict[str, Any]:
     if status != 200 or not isinstance(verified, dict):
         raise RuntimeError(f"/verify answered {status}: {str(verified)[:2000]}")
     return verified
+
+
+def replay_steps(session: Session, case: GoldenCase) -> dict[str, Any]:
+    """A Gymnasium-style environment (`/reset`, `/step`, driven by NeMo Gym's gymnasium_agent), already reset: the
+    recorded output split into the model's turns (what lies between the environment's tool outputs and
+    observations), each posted to `/step` as that turn's response until the episode ends; the summed reward."""
+    recorded = case.request["response"]
+    total = 0.0
+    answer: Any = {}
+    turn: list[Any] = []
+    turns: list[list[Any]] = []
+    for item in recorded.get("output") or []:
+        from_environment = isinstance(item, dict) and (
+            item.get("type") == "function_call_output" or item.get("role") == "user"
+        )
+        if from_environment and turn:
+            turns.append(turn)
+            turn = []
+        elif not from_environment:
+            turn.append(item)
+    turns += [turn] if turn else []
+    for output in turns:
+        status, answer = session.post("/step", {**_run_body(case), "response": {**recorded, "output": output}})
+        if status != 200 or not isinstance(answer, dict):
+            raise RuntimeError(f"/step answered {status}: {str(answer)[:2000]}")
+        total += float(answer.get("reward") or 0.0)
+        if answer.get("terminated") or answer.get("truncated"):
+            break
+    return {**answer, "reward": total}
+
+
+def _run_body(case: GoldenCase) -> dict[str, Any]:
+    return {key: value for key, value in case.request.items() if key != "response"}
 
 
 def rewards_match(recorded: float, got: Any) -> bool:

@@ -1,10 +1,13 @@
 """An environment's `requirements.txt`, read as pip would: which line installs nemo-gym itself (replaced by our
 compatibility package), which come from the package registry, and which point outside it (git URLs, release
-downloads, local paths), which ngym refuses with one clear error."""
+downloads, local paths), which ngym refuses with one clear error. An environment with no `requirements.txt`
+but a `pyproject.toml` (as NeMo Gym allows) has its `[project] dependencies` read the same way, a dependency that
+`[tool.uv.sources]` takes from git, a URL or a path counting as outside the registry."""
 
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,12 +51,16 @@ class Requirements:
 
 
 def parse_requirements(path: Path) -> Requirements:
-    """The lines of a requirements file (absent: none), classified."""
+    """The lines of a requirements file (absent: the sibling pyproject.toml's dependencies, else none), classified."""
     nemo: list[str] = []
     installable: list[Requirement] = []
     outside: list[Requirement] = []
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    for raw in text.splitlines():
+    lines = text.splitlines()
+    pyproject = path.with_name("pyproject.toml")
+    if not path.is_file() and pyproject.is_file():
+        path, lines = pyproject, _pyproject_lines(pyproject)
+    for raw in lines:
         line = _strip_comment(raw).strip()
         if not line:
             continue
@@ -75,6 +82,22 @@ def parse_requirements(path: Path) -> Requirements:
         else:
             installable.append(Requirement(line, name, from_registry=True))
     return Requirements(path, tuple(nemo), tuple(installable), tuple(outside))
+
+
+def _pyproject_lines(path: Path) -> list[str]:
+    """`[project] dependencies`, each written as a requirements line (`name @ source` when uv takes it elsewhere)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    sources = data.get("tool", {}).get("uv", {}).get("sources", {})
+    lines = []
+    for dependency in data.get("project", {}).get("dependencies", []):
+        found = _NAME.match(dependency.strip())
+        source = sources.get(found.group(1)) if found else None
+        where = next((source[k] for k in ("git", "url", "path") if isinstance(source, dict) and k in source), None)
+        lines.append(f"{found.group(1)} @ {where}" if found and where else dependency)
+    return lines
 
 
 def _strip_comment(line: str) -> str:

@@ -30,6 +30,23 @@ def test_the_nemo_gym_line_is_set_aside_and_registry_lines_are_kept(tmp_path: Pa
     assert parsed.outside_registry == ()
 
 
+def test_without_requirements_txt_the_pyproject_dependencies_are_read(tmp_path: Path) -> None:
+    folder = tmp_path / "my_env"
+    folder.mkdir()
+    (folder / "pyproject.toml").write_text(
+        '[project]\nname = "x"\ndependencies = ["nemo-gym[dev]", "json-repair==0.53.0", "human-eval-infilling"]\n'
+        '[tool.uv.sources]\nnemo-gym = { path = "../..", editable = true }\n'
+        'human-eval-infilling = { git = "https://github.com/example/human-eval-infilling.git" }\n'
+    )
+    parsed = parse_requirements(folder / "requirements.txt")
+    assert parsed.path == folder / "pyproject.toml"
+    assert parsed.nemo_gym_lines == ("nemo-gym @ ../..",)
+    assert parsed.registry_lines == ["json-repair==0.53.0"]
+    assert [r.line for r in parsed.outside_registry] == [
+        "human-eval-infilling @ https://github.com/example/human-eval-infilling.git"
+    ]
+
+
 @pytest.mark.parametrize(
     ("line", "named"),
     [

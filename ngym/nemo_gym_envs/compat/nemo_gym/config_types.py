@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+ROLLOUT_PATH_PREFIX = "ng-rollout"  # `/ng-rollout/<id>/...`: a request of one rollout (rollout_correlation)
+
 
 class Domain(str, Enum):  # noqa: UP042 (as NeMo Gym declares it)
     MATH = "math"

@@ -12,6 +12,7 @@ from ._runtime import current, installed
 TASK_INDEX_KEY_NAME = "_ng_task_index"
 ROLLOUT_INDEX_KEY_NAME = "_ng_rollout_index"
 ATTEMPT_INDEX_KEY_NAME = "_ng_attempt_index"
+ROLLOUT_ID_KEY_NAME = "_ng_rollout_id"
 AGENT_REF_KEY_NAME = "agent_ref"
 HEAD_SERVER_KEY_NAME = "head_server"
 CACHE_DIR_KEY_NAME = "cache_dir"
