@@ -4,6 +4,7 @@ fails with what that process printed."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -28,6 +29,15 @@ def wait_until(
                 output = f"; it was killed, its output:\n{stdout}{stderr}"
             raise AssertionError(f"still waiting for {what} after {timeout:g} s{output}")
         time.sleep(POLL_S)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (a zombie counts until its parent reaps it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def line_count(path: Path) -> int:

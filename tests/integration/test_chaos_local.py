@@ -19,7 +19,7 @@ from ngym.http.probe import answers
 from ngym.rollouts.failures import INVALID_TASK
 from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
 from ngym.testing.vllm_standin import Hold, StandinScript, StandinServer
-from ngym.testing.waiting import line_count, wait_until
+from ngym.testing.waiting import line_count, pid_alive, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCES = {
@@ -33,14 +33,6 @@ TASKS, REPEATS, KILLS, PARALLEL = 10, 60, 8, 16
 def replicas(gym: GymProcess) -> dict[str, dict[str, Any]]:
     """Every replica of the run by label, as /servers publishes it (url, pid, restarts)."""
     return {replica["label"]: replica for server in gym.servers() for replica in server["replicas"]}
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_random_kill_9s_during_a_collection_lose_no_rollout_and_leave_nothing_behind(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from ngym.http.probe import answers
 from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
 from ngym.testing.vllm_server import free_port
 from ngym.testing.vllm_standin import Delay, DropConnection, Hold, StandinScript, StandinServer
-from ngym.testing.waiting import wait_until
+from ngym.testing.waiting import pid_alive, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,14 +41,6 @@ def env(standin: StandinServer, model: str | None = None) -> list[str]:
         "++policy_api_key=sk-do-not-print",
         f"++policy_model_name={model or standin.script.model}",
     ]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def server_pids(log: str) -> list[int]:

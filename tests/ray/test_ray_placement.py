@@ -21,6 +21,7 @@ from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_scri
 from ngym.testing.ray_cluster import SECOND_MACHINE, RayCluster
 from ngym.testing.vllm_server import free_port
 from ngym.testing.vllm_standin import Delay, Hold, RequestLog, StandinScript, StandinServer
+from ngym.testing.waiting import pid_alive
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,14 +48,6 @@ def table(log: str) -> dict[str, list[str]]:
     """ng_run's servers table: instance -> [type, url, node, pid]."""
     lines = log.split("ng_run: all servers are ready\n", 1)[1].split("\nng_run: Ctrl-C", 1)[0].splitlines()
     return {line.split()[0]: line.split()[1:] for line in lines[2:]}
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def parent_of(pid: int) -> int:
@@ -141,7 +134,7 @@ def test_seed_flow_on_two_nodes_survives_a_killed_replica_and_ctrl_c_leaves_noth
             restarted = int(
                 log.read_text().split("simple_weather#0 is up again at ")[1].split("(pid ")[1].split(",")[0]
             )
-            assert restarted != killed and alive(restarted)
+            assert restarted != killed and pid_alive(restarted)
             pids.append(restarted)
             actor_pids.append(parent_of(restarted))
         finally:
@@ -154,7 +147,7 @@ def test_seed_flow_on_two_nodes_survives_a_killed_replica_and_ctrl_c_leaves_noth
     # Ctrl-C left the cluster as it was: no actor, every resource free, no process.
     assert ngym_actors(ray) == []
     wait_for(lambda: ray.available_resources() == ray.cluster_resources(), "every resource to be given back")
-    wait_for(lambda: not any(alive(pid) for pid in pids + actor_pids), "every server and actor process to end")
+    wait_for(lambda: not any(pid_alive(pid) for pid in pids + actor_pids), "every server and actor process to end")
 
 
 async def test_requests_never_go_through_ray_so_no_actor_concurrency_caps_them(
