@@ -46,6 +46,22 @@ def exception_handlers(redact: Redact) -> Mapping[Any, Callable[[Request, Except
     return {HttpError: http_error, HTTPException: starlette_error}
 
 
+async def refused_foreign_host(hosts: HostCheck, name: str, scope: Scope, receive: Receive, send: Send) -> bool:
+    """Answer a request whose `Host` or `Origin` does not name this server (a 403 in OpenAI's shape, a websocket
+    closed) and say so; False for one that may go on."""
+    if scope["type"] not in ("http", "websocket"):
+        return False
+    refusal = hosts.refusal(scope["headers"])
+    if refusal is None:
+        return False
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+    else:
+        message = f"{name}: {refusal}; add the name to {ALLOWED_HOSTS_KEY} if it is one"
+        await error_response(403, message, code="host_not_allowed")(scope, receive, send)
+    return True
+
+
 class ErrorGuard:
     """`hosts`: the names the server answers to (ngym.http.hosts.allowed_hosts; loopback names when not given)."""
 
@@ -59,16 +75,10 @@ class ErrorGuard:
         self.hosts = HostCheck(allowed_hosts() if hosts is None else hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "websocket" and self.hosts.refusal(scope["headers"]) is not None:
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            await self.app(scope, receive, send)
+        if await refused_foreign_host(self.hosts, self.name, scope, receive, send):
             return
-        refusal = self.hosts.refusal(scope["headers"])
-        if refusal is not None:
-            message = f"{self.name}: {refusal}; add the name to {ALLOWED_HOSTS_KEY} if it is one"
-            await error_response(403, message, code="host_not_allowed")(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
         started = False
 

@@ -215,7 +215,7 @@ class SimpleServer(BaseServer):
         server.setup_exception_middleware(app)
         own = runtime.global_config.get(runtime.name) or {}
         section: dict[str, Any] = next((inner for kind in own.values() for inner in kind.values()), {})
-        serve_app(app, runtime.fd, runtime.global_config, section.get("host"))
+        serve_app(app, runtime.fd, runtime.name, runtime.global_config, section.get("host"))
         return app
 
 
