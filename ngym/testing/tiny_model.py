@@ -26,7 +26,7 @@ from ngym.testing.hf_model_files import (
 )
 
 # Bump when the generated files change, so stale caches are rebuilt.
-FORMAT_VERSION = "ngym-tiny-qwen2-v2"
+FORMAT_VERSION = "ngym-tiny-qwen2-v3"
 COMPLETE_MARKER = ".ngym-tiny-model-complete"
 # Name to pass as --served-model-name, so requests and recordings do not depend on the model's path.
 SERVED_MODEL_NAME = "tiny-qwen2"
@@ -37,7 +37,7 @@ INTERMEDIATE_SIZE = 256
 NUM_LAYERS = 2
 NUM_HEADS = 2  # head_dim 64: vLLM's CPU attention refuses head_dim 16
 NUM_KV_HEADS = 2
-MAX_POSITIONS = 4096
+MAX_POSITIONS = 32768  # long enough for NeMo Gym environments with many tools (workplace_assistant: 9k tokens)
 SHAPE = Qwen2Shape(HIDDEN_SIZE, INTERMEDIATE_SIZE, NUM_LAYERS, NUM_HEADS, NUM_KV_HEADS, MAX_POSITIONS)
 BPE_VOCAB_SIZE = 1200
 

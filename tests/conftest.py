@@ -11,7 +11,7 @@ import pytest
 from ngym.testing.tiny_model import SERVED_MODEL_NAME, ensure_tiny_model
 from ngym.testing.vllm_server import STRUCTURED_OUTPUTS_IN_REASONING, VllmServer, find_vllm_python
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL_DIR = REPO_ROOT / ".cache" / "tiny-model"
 
 
@@ -46,6 +46,30 @@ def vllm_server(
         reasoning_parser="deepseek_r1",
         extra_args=(*STRUCTURED_OUTPUTS_IN_REASONING, "--enable-scale-out", "--trust-request-chat-template"),
         log_path=tmp_path_factory.mktemp("vllm") / "vllm.log",
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def long_context_vllm_server(
+    vllm_python: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VllmServer]:
+    """A second real vLLM, as `vllm_server` but with max-model-len 16384: for NeMo Gym environments whose prompts
+    carry many tools (workplace_assistant's 27 tools are 9k tokens of the tiny model's small vocabulary). Its KV
+    cache is a few MiB; only the tests that need it start it."""
+    server = VllmServer(
+        tiny_model_dir,
+        python=vllm_python,
+        served_model_name=SERVED_MODEL_NAME,
+        tool_call_parser="hermes",
+        reasoning_parser="deepseek_r1",
+        max_model_len=16384,
+        extra_args=STRUCTURED_OUTPUTS_IN_REASONING,
+        log_path=tmp_path_factory.mktemp("vllm-long") / "vllm.log",
     )
     server.start()
     try:
