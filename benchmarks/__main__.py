@@ -43,8 +43,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--modes",
         nargs="+",
         choices=list(model_server.MODES),
-        default=list(model_server.MODES),
-        help="model_server and profile: plain, token_info (chat path), token_exact (exact path)",
+        default=list(model_server.Settings().modes),
+        help="model_server and profile: plain, token_info (chat path), token_exact (exact path); plain_no_metrics "
+        "(plain with metrics: false, the baseline of the metrics' overhead)",
     )
     parser.add_argument(
         "--turns",

@@ -34,6 +34,7 @@ INSTANCE = "policy_model"
 PLAIN_CONFIG = "responses_api_models/vllm_model/configs/vllm_model.yaml"
 TRAINING_CONFIG = "responses_api_models/vllm_model/configs/vllm_model_for_training.yaml"
 TOKEN_EXACT_KEY = "policy_model.responses_api_models.vllm_model.token_exact"
+METRICS_KEY = "policy_model.responses_api_models.vllm_model.metrics"
 EXAMPLE_ROWS = ROOT / "resources_servers/simple_weather/data/example.jsonl"
 SECOND_USER_MESSAGE = "Thanks. And what's it like in nyc?"
 TURNS = ("first", "second")
@@ -44,6 +45,7 @@ class Mode:
     name: str
     config_path: str
     token_exact: str | None = None  # the token_exact override (training config only)
+    metrics: bool = True  # false: the model server serves no /metrics and measures nothing (the overhead's baseline)
 
     @property
     def token_info(self) -> bool:
@@ -57,13 +59,15 @@ class Mode:
 
     @property
     def overrides(self) -> list[str]:
-        return [] if self.token_exact is None else [f"++{TOKEN_EXACT_KEY}={self.token_exact}"]
+        found = [] if self.token_exact is None else [f"++{TOKEN_EXACT_KEY}={self.token_exact}"]
+        return found if self.metrics else [*found, f"++{METRICS_KEY}=false"]
 
 
 MODES = {
     mode.name: mode
     for mode in (
         Mode("plain", PLAIN_CONFIG),
+        Mode("plain_no_metrics", PLAIN_CONFIG, metrics=False),
         Mode("token_info", TRAINING_CONFIG, "never"),
         Mode("token_exact", TRAINING_CONFIG, "require"),
     )
@@ -73,7 +77,7 @@ MODES = {
 @dataclass(frozen=True)
 class Settings:
     concurrencies: tuple[int, ...] = (16, 64, 256, 1024)
-    modes: tuple[str, ...] = tuple(MODES)
+    modes: tuple[str, ...] = tuple(name for name in MODES if name != "plain_no_metrics")
     turns: tuple[str, ...] = TURNS
     warmup_s: float = 1.5
     duration_s: float = 5.0

@@ -23,6 +23,7 @@ from ngym.http.app import json_response
 from ngym.http.client import HttpClient
 from ngym.http.guard import ErrorGuard, exception_handlers
 from ngym.http.hosts import ALLOWED_HOSTS_KEY, allowed_hosts, hosts_setting
+from ngym.observability.http_metrics import METRICS_PATH, RequestMetrics, ServerMetrics
 from ngym.placement.spec import ServerLaunch, launch_from_config
 from ngym.servers.directory import Directory
 
@@ -42,6 +43,7 @@ class ServerConfig(BaseModel):
     num_gpus: float | None = Field(default=None, ge=0, description="Ray: GPUs per replica")
     resources: dict[str, float] | None = Field(default=None, description="Ray: custom resources per replica")
     max_restarts: int | None = Field(default=None, ge=-1, description="restarts of a replica that dies (3, -1: any)")
+    metrics: bool = Field(default=True, description="serve Prometheus metrics at /metrics (ngym.observability)")
     # Descriptive metadata found in NeMo Gym configs; accepted so those configs work unchanged.
     domain: str | None = None
     description: str | None = None
@@ -98,6 +100,7 @@ class Server(Generic[ConfigT]):
         self.context = context
         self.http = context.http
         self.directory = context.directory
+        self.metrics = ServerMetrics(context.instance_name, self.server_type, type(self).__name__)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], instance_name: str, http: HttpClient | None = None) -> Self:
@@ -170,12 +173,17 @@ class Server(Generic[ConfigT]):
 
         extra_hosts = hosts_setting(self.context.config.get(ALLOWED_HOSTS_KEY))
         hosts = allowed_hosts(self.config.host or DEFAULT_HOST, extra_hosts)
-        guard = Middleware(ErrorGuard, name=self.context.instance_name, redact=self.context.redact, hosts=hosts)
+        middleware = [Middleware(ErrorGuard, name=self.context.instance_name, redact=self.context.redact, hosts=hosts)]
+        routes = self.routes()
+        if self.config.metrics:  # outside the guard, so the guard's own answers (403, 500) are counted too
+            routes.append(Route(METRICS_PATH, self.metrics.endpoint, methods=["GET"]))
+            self.metrics.add_routes(routes)
+            middleware.insert(0, Middleware(RequestMetrics, metrics=self.metrics))
         return Starlette(
-            routes=self.routes(),
+            routes=routes,
             lifespan=lifespan if manage_lifecycle else None,
             exception_handlers=exception_handlers(self.context.redact),
-            middleware=[guard],
+            middleware=middleware,
         )
 
 

@@ -25,6 +25,7 @@ class Upstream:
     in_flight: int = 0
     healthy: bool = True
     requests: int = 0
+    times_down: int = 0  # how often it left rotation (ngym.observability reports it)
 
     @classmethod
     def from_url(cls, index: int, url: str) -> Upstream:
@@ -114,6 +115,8 @@ class UpstreamPool:
         return min(candidates, key=lambda u: (u.in_flight, (u.index - start) % n))
 
     def mark_down(self, upstream: Upstream) -> None:
+        if upstream.healthy:
+            upstream.times_down += 1
         upstream.healthy = False
 
     def mark_up(self, upstream: Upstream) -> None:

@@ -21,6 +21,8 @@ from starlette.routing import BaseRoute, Route
 
 from ngym.http.app import HttpError, json_response, read_json_object
 from ngym.http.client import HttpClient, RetryPolicy, Timeouts
+from ngym.observability.upstream_metrics import TurnCounts, UpstreamCollector
+from ngym.observability.vllm_load import vllm_servers_view
 from ngym.protocol.answers import (
     chat_response_to_caller,
     chat_response_to_response,
@@ -110,13 +112,19 @@ class VllmModel(ModelServer[VllmModelConfig]):
             renderer=self.completions if config.render_chat_template else None,
             chat_template_kwargs=config.chat_template_kwargs,
         )
+        self.turns = TurnCounts()
+        self.metrics.registry.register(UpstreamCollector(lambda: self.client.upstreams, self.turns))
 
     @property
     def pool(self) -> UpstreamPool:
         return self.client.pool
 
     def routes(self) -> list[BaseRoute]:
-        return [*super().routes(), Route("/loglikelihood", self.loglikelihood, methods=["POST"])]
+        return [
+            *super().routes(),
+            Route("/loglikelihood", self.loglikelihood, methods=["POST"]),
+            Route("/vllm_servers", self.vllm_servers, methods=["GET"]),
+        ]
 
     async def startup(self) -> None:
         config = self.config
@@ -188,6 +196,7 @@ class VllmModel(ModelServer[VllmModelConfig]):
                 native, upstream = await self.native.respond(body, session)
             except ConversionError as exc:
                 raise HttpError(422, str(exc), param=exc.param) from None
+            self.turns.add(upstream.index, "native", native)
             return self._reply(native, session, upstream)
         payload = await self._prepare(responses_to_chat_request, body)
         if self.stops_at_thinking and ends_in_thinking_only(payload["messages"]):
@@ -222,6 +231,12 @@ class VllmModel(ModelServer[VllmModelConfig]):
         model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "ngym"}
         return json_response({"object": "list", "data": [model]})
 
+    async def vllm_servers(self, _request: Request) -> Response:
+        """Each vLLM server's load as this model server and vLLM itself see it (ngym.observability.vllm_load)."""
+        client = self.client
+        view = await vllm_servers_view(self.http, client.upstreams, client.headers_of, self.turns)
+        return json_response({"instance": self.context.instance_name, "vllm_servers": view})
+
     async def loglikelihood(self, request: Request) -> Response:
         body = await read_json_object(request)
         session = _session(request)
@@ -242,9 +257,11 @@ class VllmModel(ModelServer[VllmModelConfig]):
 
     async def _complete(self, payload: JSON, session: Session) -> Completion:
         try:
-            return await self.path.complete(payload, session)
+            done = await self.path.complete(payload, session)
         except ConversionError as exc:  # what the completions path cannot send (raw-mode rules, audio)
             raise HttpError(422, str(exc), param=exc.param) from None
+        self.turns.add(done.upstream.index, done.path, done.chat)
+        return done
 
     def _reply(self, answer: dict[str, Any], session: Session, upstream: Upstream) -> Response:
         response = json_response(answer)

@@ -58,7 +58,8 @@ class CompletionsPath:
         prompt_ids = prompt if isinstance(prompt, list) else completion_prompt_ids(completion)
         if self.token_data and prompt_ids is None:
             prompt_ids = await self._tokenize_text(body, session)
-        return Completion(chat_from_completion(completion, self.model, prompt_ids), answer.upstream)
+        chat = chat_from_completion(completion, self.model, prompt_ids)
+        return Completion(chat, answer.upstream, path="completions")
 
     async def render_prompt(self, payload: JSON, session: Session) -> list[int]:
         """The chat template's rendering of the conversation, with the generation prompt, as token IDs."""

@@ -122,7 +122,7 @@ class ExactTokenPath:
             chat = chat_completion(derendered, prompt, generation)
         except TokenDataError as exc:
             raise HttpError(502, f"vLLM at {upstream.shown_url(DERENDER_PATH)}: {exc}") from None
-        return Completion(chat, upstream)
+        return Completion(chat, upstream, path="exact")
 
     async def _derender(
         self, generated: JSON, payload: JSON, prompt: list[int], shown: int, session: Session, texts: bool = False

@@ -30,6 +30,7 @@ class Completion:
     chat: JSON | None
     upstream: Upstream
     prompt_token_ids: list[int] | None = None
+    path: str = "chat"  # how the turn was completed (chat, exact, completions): a label of the turn metrics
 
 
 class CompletionPath(Protocol):

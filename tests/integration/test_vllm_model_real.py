@@ -212,3 +212,28 @@ def test_recordings_are_from_the_vllm_we_test_against(vllm_server: VllmServer) -
     recording = json.loads((Path(__file__).parents[1] / "data/vllm_recordings/models.json").read_text())
     version = vllm_server.request("GET", "/version").json()["version"]
     assert recording["vllm_version"] == version
+
+
+async def test_vllm_servers_shows_real_vllms_own_load_and_metrics_count_its_tokens(vllm_server: VllmServer) -> None:
+    """`/vllm_servers` reads real vLLM's /metrics (running, waiting, KV cache, prefix cache); `/metrics` counts the
+    turn and the tokens vLLM reported for it."""
+    config = model_config(vllm_server.base_url, vllm_server.model_name)
+    async with model_server(config) as (url, _server), aiohttp.ClientSession() as http:
+        answer = await post(http, url + "/v1/chat/completions", {
+            "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 5,
+            "structured_outputs": {"regex": "</think>hi"}, "seed": 7,
+        })  # fmt: skip
+        async with http.get(url + "/vllm_servers") as resp:
+            (entry,) = (await resp.json())["vllm_servers"]
+        async with http.get(url + "/metrics") as resp:
+            exposition = await resp.text()
+    assert entry["url"] == vllm_server.base_url and entry["in_rotation"] is True and entry["in_flight"] == 0
+    assert entry["vllm_unavailable"] is None
+    load = entry["vllm"]
+    assert load["running"] == 0 and load["waiting"] == 0
+    assert 0 <= load["kv_cache_usage"] <= 1
+    assert load["prefix_cache_hit_rate"] is None or 0 <= load["prefix_cache_hit_rate"] <= 1
+    assert entry["turns"] == {"chat": 1}
+    assert entry["prompt_tokens"] == answer["usage"]["prompt_tokens"] > 0
+    labels = f'path="chat",vllm="{vllm_server.base_url}"'
+    assert f"ngym_vllm_completion_tokens_total{{{labels}}} {float(answer['usage']['completion_tokens'])}" in exposition
