@@ -16,9 +16,11 @@ A template that drops the content of such a turn (Llama 3.1-3.3 and Mistral v0.3
 its content) leaves no marker to find: then the turn ends where the render of the conversation up to that turn
 (no generation prompt) ends, when the full render begins with it (`splice_at_prefix`).
 
-The marker's tokens and the closing are learnt once per template from two renders that differ only in the
-assistant content (`TurnTemplate.learn`). Anything that does not cut cleanly is a SpliceError naming the turn
-and what the template does. Pure functions; no I/O.
+The marker's tokens are learnt once per template from two renders that differ only in the assistant content,
+and the closing from a third in which a user message follows that turn (`TurnTemplate.learn`): the closing is
+what follows the content in both, so that what a template writes only after the last message (Phi-4-mini's
+end-of-text without a generation prompt) is not taken for the end of every turn. Anything that does not cut
+cleanly is a SpliceError naming the turn and what the template does. Pure functions; no I/O.
 """
 
 from __future__ import annotations
@@ -43,15 +45,21 @@ class SpliceError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TurnTemplate:
-    """How the chat template writes an assistant turn: the marker content's tokens, and what follows content."""
+    """How the chat template writes an assistant turn: the marker content's tokens, what follows content
+    (`closing_ids`), and what it writes after that only when the turn is the last message (`ending_ids`)."""
 
     marker_ids: tuple[int, ...]
     closing_ids: tuple[int, ...]
+    ending_ids: tuple[int, ...] = ()
 
     @classmethod
-    def learn(cls, rendered_a: Sequence[int], rendered_b: Sequence[int]) -> TurnTemplate:
+    def learn(
+        cls, rendered_a: Sequence[int], rendered_b: Sequence[int], followed: Sequence[int] | None = None
+    ) -> TurnTemplate:
         """From the renders (no generation prompt) of one conversation ending in an assistant turn whose content
-        is SPLICE_MARKERS[0] in `rendered_a` and SPLICE_MARKERS[1] in `rendered_b`."""
+        is SPLICE_MARKERS[0] in `rendered_a` and SPLICE_MARKERS[1] in `rendered_b`; `followed`: the render of
+        `rendered_a`'s conversation with a user message after that turn (None: the closing is all that follows
+        the content)."""
         head = _common_prefix(rendered_a, rendered_b)
         tail = _common_prefix(rendered_a[::-1], rendered_b[::-1])
         end = len(rendered_a) - tail
@@ -62,7 +70,18 @@ class TurnTemplate:
                 "the chat template writes nothing after an assistant message's content, so a turn's end cannot "
                 "be found in the prompt"
             )
-        return cls(tuple(rendered_a[head:end]), tuple(rendered_a[end:]))
+        marker, after = tuple(rendered_a[head:end]), tuple(rendered_a[end:])
+        if followed is None or list(followed[:end]) != list(rendered_a[:end]):
+            return cls(marker, after)
+        size = _common_prefix(after, followed[end:])
+        if size == 0:
+            raise SpliceError(
+                f"the chat template ends an assistant message with {list(after)} when it is the last message but "
+                "with other tokens when more messages follow it (as gpt-oss's harmony format ends the last answer "
+                "with <|return|> and earlier ones with <|end|>), so the tokens the model generated to end its turn "
+                "are not the ones the next prompt has there"
+            )
+        return cls(marker, after[:size], after[size:])
 
     @property
     def searched_ids(self) -> tuple[int, ...]:
@@ -152,6 +171,9 @@ def splice_at_prefix(
     of the same messages up to and including the turn, without the generation prompt. The full render must begin
     with it (the template writes earlier turns the same whatever follows them), and it must end with the
     template's closing; the turn ends there."""
+    ending = template.ending_ids
+    if ending and tuple(prefix[-len(ending) :]) == ending:
+        prefix = prefix[: -len(ending)]  # written only after the last message
     size = len(prefix)
     if not size or list(rendered[:size]) != list(prefix):
         raise SpliceError(

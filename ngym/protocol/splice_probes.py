@@ -62,17 +62,18 @@ def _user(text: str) -> JSON:
 
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
+TOOL_CALL_PROBE = Probe(
+    "content dropped on tool-call turns (an assistant turn with a tool call, then its result)",
+    [_user("Weather in SF?"), _anchor("Let me check.", [_call(CALL_IDS[0], "SF")]), _result(CALL_IDS[0], "sunny")],
+    tools=True,
+)
 PROBES = (
     Probe("a plain answer followed by a new user turn", [_user("Hi"), _anchor(), _user("And then?")]),
     Probe(
         "a system message before the conversation",
         [SYSTEM, _user("Hi"), _anchor("Hello."), _user("Weather?")],
     ),
-    Probe(
-        "content dropped on tool-call turns (an assistant turn with a tool call, then its result)",
-        [_user("Weather in SF?"), _anchor("Let me check.", [_call(CALL_IDS[0], "SF")]), _result(CALL_IDS[0], "sunny")],
-        tools=True,
-    ),
+    TOOL_CALL_PROBE,
     Probe(
         "several tool results (two tool calls in one turn, then two results)",
         [

@@ -10,6 +10,9 @@ A template with a behaviour the splice cannot handle is found when it is learnt 
 settings): a request with other template settings learns them on its first turn; then `require` answers 502
 naming the behaviour and `auto` warns once and completes such turns on the chat path. A turn that still cannot be
 spliced is the model server's failure (502), never the caller's.
+
+A template that refuses tool-call IDs other than Mistral's 9 alphanumeric characters gets every other ID written
+in that shape, on every path (ngym.protocol.splice_ids): rollouts with vLLM's own IDs render instead of failing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import orjson
 
 from ngym.http.app import HttpError
 from ngym.protocol.splice import SpliceError, last_token_turn, render_messages
+from ngym.protocol.splice_ids import has_other_call_ids, with_family_call_ids
 from ngym.protocol.token_endpoints import (
     DERENDER_PATH,
     GENERATE_PATH,
@@ -68,6 +72,9 @@ class ExactTokenPath:
 
     async def complete(self, payload: JSON, session: Session) -> Completion:
         messages = payload["messages"]
+        if has_other_call_ids(messages) and await self._wants_family_call_ids(payload, session):
+            messages = with_family_call_ids(messages)
+            payload = {**payload, "messages": messages}
         try:
             turn = last_token_turn(messages)
         except SpliceError as exc:
@@ -83,7 +90,7 @@ class ExactTokenPath:
         if rendered is None:
             return Completion(None, upstream)
         lesson = await self.lesson(upstream, template_settings(payload))
-        if lesson.problem is not None:
+        if lesson.problem is not None or lesson.template is None:
             if self.required:
                 raise HttpError(502, f"token_exact: require, but {lesson.problem}")
             return await self.first_turns.complete(payload, session)  # warned once, when it was learnt
@@ -140,21 +147,31 @@ class ExactTokenPath:
         """What this server's chat template does, learnt once per server and template settings (template_settings:
         the request's chat_template and chat_template_kwargs). Start-up learns the configured settings; a request
         with other settings learns them on its first turn (two such turns arriving together may both learn them:
-        same result), and a problem found then is warned about once. A template that cannot write even a plain
-        answer so that it can be cut is a 502."""
-        key = (upstream.index, orjson.dumps(settings, option=orjson.OPT_SORT_KEYS))
+        same result), and a problem found then is warned about once."""
+        key = (upstream.index, _settings_key(settings))
         lesson = self._lessons.get(key)
         if lesson is None:
-            try:
-                lesson = await learn(self._render_on(upstream), self.model, settings)
-            except SpliceError as exc:
-                raise HttpError(502, f"vLLM at {upstream.shown}: {exc}") from None
+            lesson = await learn(self._render_on(upstream), self.model, settings)
             if len(self._lessons) >= MAX_LEARNT_TEMPLATES:
                 self._lessons.clear()
             self._lessons[key] = lesson
             if lesson.problem is not None and self.warn is not None and not self.required:
                 self.warn(f"vLLM at {upstream.shown}: {untouched_warning(lesson.problem, settings)}")
         return lesson
+
+    async def _wants_family_call_ids(self, payload: JSON, session: Session) -> bool:
+        """Whether the request's template takes only 9-character tool-call IDs: from any server's lesson of its
+        settings, else learnt on the server the session would use (a template sent with requests, first seen
+        with such IDs; a template that cannot be probed keeps the caller's IDs)."""
+        settings = template_settings(payload)
+        wanted = _settings_key(settings)
+        known = [lesson for (_, key), lesson in self._lessons.items() if key == wanted]
+        if known:
+            return known[0].family_call_ids
+        try:
+            return (await self.lesson(self.client.pool.choose(session), settings)).family_call_ids
+        except HttpError:
+            return False
 
     def _render_on(self, upstream: Upstream) -> Render:
         async def render(body: JSON) -> list[int] | None:
@@ -190,6 +207,10 @@ def _append_text(derendered: JSON, text: str) -> None:
 def template_settings(payload: JSON) -> JSON:
     """The request fields that change how the chat template renders."""
     return {key: payload[key] for key in TEMPLATE_FIELDS if payload.get(key) is not None}
+
+
+def _settings_key(settings: JSON) -> bytes:
+    return orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)
 
 
 def _token_ids(rendered: JSON, upstream: Upstream) -> list[int]:

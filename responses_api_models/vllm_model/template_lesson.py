@@ -1,10 +1,12 @@
 """What the token-exact path knows of a chat template, and the splice of a turn over vLLM's renders.
 
-`learn`: how the template writes an assistant turn (`TurnTemplate.learn`, from two renders), then the probes
+`learn`: how the template writes an assistant turn (`TurnTemplate.learn`, from three renders), then the probes
 (ngym.protocol.splice_probes): conversations in the shapes real templates treat specially, each spliced as a
-rollout's later turn would be. A probe that cannot be spliced makes the lesson's `problem`, naming the behaviour,
-so that start-up refuses (require) or warns and uses the chat path (auto) before any rollout. A shape the template
-refuses to render at all is skipped: the chat path cannot send it either.
+rollout's later turn would be. A probe that cannot be spliced (or a turn that cannot be learnt at all) makes the
+lesson's `problem`, naming the behaviour, so that start-up refuses (require) or warns and uses the chat path
+(auto) before any rollout. A shape the template refuses to render at all is skipped: the chat path cannot send it
+either. One more render tells whether the template refuses vLLM's tool-call IDs but takes Mistral's 9-character
+ones (`family_call_ids`: the model server then writes IDs in that shape, ngym.protocol.splice_ids).
 
 `splice`: a turn's next prompt, at the marker (`splice_prompt`); when the template dropped the marker, where the
 render of the conversation up to the turn ends (`splice_at_prefix`), which costs one more render.
@@ -28,7 +30,8 @@ from ngym.protocol.splice import (
     splice_at_prefix,
     splice_prompt,
 )
-from ngym.protocol.splice_probes import PROBE_TOOLS, PROBES, Probe
+from ngym.protocol.splice_ids import with_vllm_call_ids
+from ngym.protocol.splice_probes import PROBE_TOOLS, PROBES, TOOL_CALL_PROBE, Probe
 
 JSON = dict[str, Any]
 # A render request body -> the rendered token IDs (an HttpError when vLLM refuses; None for a context overflow).
@@ -37,10 +40,13 @@ Render = Callable[[JSON], Awaitable[list[int] | None]]
 
 @dataclass(frozen=True, slots=True)
 class Lesson:
-    """A template's turn, and what it does that cannot be spliced exactly (None: every probe spliced)."""
+    """A template's turn (None when not even a plain answer can be cut), what it does that cannot be spliced
+    exactly (None: every probe spliced), and whether it refuses tool-call IDs other than 9 alphanumeric
+    characters (then the model server writes them so)."""
 
-    template: TurnTemplate
+    template: TurnTemplate | None
     problem: str | None = None
+    family_call_ids: bool = False
 
 
 async def splice(
@@ -63,18 +69,51 @@ async def splice(
 
 
 async def learn(render: Render, model: str, settings: JSON) -> Lesson:
-    """The template's lesson; a SpliceError when not even a plain answer can be spliced."""
-    renders = await asyncio.gather(*(render(_marker_body(model, marker, settings)) for marker in SPLICE_MARKERS))
-    if renders[0] is None or renders[1] is None:
-        raise SpliceError("a two-message conversation does not fit the model's context")
-    template = TurnTemplate.learn(renders[0], renders[1])
+    """The template's lesson (its `problem` names what cannot be spliced, from a plain answer on)."""
+    bodies = [_marker_body(model, marker, settings) for marker in SPLICE_MARKERS]
+    followed = {**bodies[0], "messages": [*bodies[0]["messages"], {"role": "user", "content": "And?"}]}
+    family_ids, rendered_a, rendered_b, rendered_followed = await asyncio.gather(
+        _takes_only_family_call_ids(render, model, settings),
+        render(bodies[0]),
+        render(bodies[1]),
+        _render_or_none(render, followed),
+    )
+    try:
+        if rendered_a is None or rendered_b is None:
+            raise SpliceError("a two-message conversation does not fit the model's context")
+        template = TurnTemplate.learn(rendered_a, rendered_b, rendered_followed)
+    except SpliceError as exc:
+        return Lesson(None, f"{exc} (seen with a plain answer)", family_ids)
     reasons = await asyncio.gather(*(_probe(render, model, settings, template, probe) for probe in PROBES))
     shapes: dict[str, list[str]] = {}
     for probe, reason in zip(PROBES, reasons, strict=True):
         if reason is not None:
             shapes.setdefault(reason, []).append(probe.behaviour)
     found = [f"{reason} (seen with {'; '.join(behaviours)})" for reason, behaviours in shapes.items()]
-    return Lesson(template, "; ".join(found) if found else None)
+    return Lesson(template, "; ".join(found) if found else None, family_ids)
+
+
+async def _takes_only_family_call_ids(render: Render, model: str, settings: JSON) -> bool:
+    """Whether the template refuses a tool call with vLLM's kind of ID but renders it with a 9-character one."""
+    body: JSON = {"model": model, "tools": PROBE_TOOLS, "add_generation_prompt": True, **settings}
+    messages = render_messages(TOOL_CALL_PROBE.messages, None)
+    try:
+        await render({**body, "messages": with_vllm_call_ids(messages)})
+        return False
+    except HttpError as exc:
+        if exc.status >= 500:
+            raise
+    return await _render_or_none(render, {**body, "messages": messages}) is not None
+
+
+async def _render_or_none(render: Render, body: JSON) -> list[int] | None:
+    """The render; None when the template refuses it (or it does not fit)."""
+    try:
+        return await render(body)
+    except HttpError as exc:
+        if exc.status >= 500:
+            raise
+        return None
 
 
 async def _probe(render: Render, model: str, settings: JSON, template: TurnTemplate, probe: Probe) -> str | None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from ngym.http.app import serve_in_background
+from ngym.protocol.splice_ids import with_family_call_ids
 from ngym.servers.base import StartupError
 from ngym.testing.token_turns import (
     WEATHER_TOOL,
@@ -57,6 +59,13 @@ CONTENT_DROPPED_ON_TOOL_CALLS = """{%- set date = date_string if date_string is 
 CONTENT_DROPPED_FROM_EARLIER_TURNS = CONTENT_DROPPED_ON_TOOL_CALLS.replace(
     "(m.content or '') | trim", "((m.content or '') if loop.last else '')"
 )
+# Our templates with the behaviours of Mistral, Gemma, Granite, Phi-4-mini and gpt-oss (each file says which).
+FAMILIES = Path(__file__).resolve().parents[1] / "data" / "templates"
+SPLICED_FAMILIES = ("mistral_like", "gemma_like", "granite_like", "phi4_mini_like")
+
+
+def family(name: str) -> str:
+    return (FAMILIES / f"{name}.jinja").read_text()
 
 
 def config(vllm: VllmServer, template: str | None, token_exact: str = "require") -> dict[str, Any]:
@@ -207,3 +216,80 @@ async def test_a_template_sent_with_requests_is_probed_on_its_first_turn(
                 answer = await resp.json()
                 assert resp.status == 200, answer
     assert capsys.readouterr().err.count("drops or rewrites this assistant turn's content") == 1
+
+
+def end_of_turn_id(vllm: VllmServer) -> int:
+    tokens = vllm.request("POST", "/tokenize", {"model": vllm.model_name, "prompt": "<|im_end|>"}).json()["tokens"]
+    assert len(tokens) == 1, tokens
+    return int(tokens[0])
+
+
+@pytest.mark.parametrize("name", SPLICED_FAMILIES)
+async def test_the_families_tool_conversations_are_token_exact(vllm_server: VllmServer, name: str) -> None:
+    """Two tool calls (vLLM's hermes IDs: the Mistral-like template takes only 9-character ones), an answer, a
+    follow-up: each prompt is the previous prompt + generated IDs + what vLLM's render of the history has after
+    that turn's end-of-turn token (each message of these templates has at most one)."""
+    template = family(name)
+    texts = ["</think>Let me check.\n" + CALL.format(city="SF"), "</think>" + CALL.format(city="Oslo"),
+             "</think>Sunny in SF, cold in Oslo.", "</think>Bye."]  # fmt: skip
+    first = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in SF and Oslo?"}]
+    follow_ups = ['{"weather": "sunny"}', '{"weather": "cold"}', "Thanks!"]
+    async with model_server(config(vllm_server, template)) as (server, url, http):
+        assert isinstance(server.path, ExactTokenPath)  # require: start-up's probes spliced every shape
+        fields = [{**forced(text), "tools": [WEATHER_TOOL]} for text in texts]
+        conversation = await run_chat_conversation(http, url, first, len(texts), fields, follow_ups)
+    finished = [a["choices"][0]["finish_reason"] for a in conversation.answers]
+    assert finished == ["tool_calls", "tool_calls", "stop", "stop"]
+    assert conversation.messages[2]["tool_calls"][0]["id"].startswith("chatcmpl-tool-")  # the caller sees vLLM's
+    messages = with_family_call_ids(caller_view(conversation.messages))  # as the model server renders them
+    end = end_of_turn_id(vllm_server)
+    ends = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    for index, (before, after) in enumerate(zip(conversation.turns, conversation.turns[1:], strict=False)):
+        full = render(vllm_server, messages[: ends[index + 1]], template, True)
+        seen = [*before.prompt_token_ids, *before.generation_token_ids]
+        assert seen[-1] == end
+        cuts = [i for i, token in enumerate(full) if token == end]
+        assert after.prompt_token_ids == seen + full[cuts[seen.count(end) - 1] + 1 :], f"turn {index + 2}"
+
+
+async def test_a_mistral_like_template_sent_with_requests_gets_its_call_ids_too(vllm_server: VllmServer) -> None:
+    """The template arrives with each request (not configured): the first turn with vLLM's IDs learns it."""
+    texts = ["</think>" + CALL.format(city="SF"), "</think>Sunny."]
+    fields = [{**forced(text), "tools": [WEATHER_TOOL], "chat_template": family("mistral_like")} for text in texts]
+    async with model_server(config(vllm_server, None, token_exact="auto")) as (server, url, http):
+        assert isinstance(server.path, ExactTokenPath)
+        conversation = await run_chat_conversation(http, url, [{"role": "user", "content": "SF?"}], 2, fields, ["x"])
+    assert broken_turns(conversation.turns) == []
+    assert conversation.answers[1]["choices"][0]["message"]["content"] == "Sunny."
+
+
+async def test_a_mistral_like_responses_rollout_is_token_exact(vllm_server: VllmServer) -> None:
+    texts = ["</think>" + CALL.format(city="SF"), "</think>" + CALL.format(city="Lima"), "</think>Warm."]
+    fields = []
+    for text in texts:
+        turn = {"tools": [RESPONSES_TOOL], **forced(text)}
+        turn["max_output_tokens"] = turn.pop("max_tokens")
+        fields.append(turn)
+    history: list[dict[str, Any]] = [{"role": "user", "content": "Weather in SF?"}]
+    async with model_server(config(vllm_server, family("mistral_like"))) as (_server, url, http):
+        history = await run_responses_conversation(http, url, history, len(texts), fields, ["sunny"])
+    turns = response_turns(history)
+    assert len(turns) == 3 and broken_turns(turns) == []
+
+
+async def test_gpt_oss_like_is_refused_or_warned_about_at_start_up_naming_the_behaviour(
+    vllm_server: VllmServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = VllmModel.from_config(config(vllm_server, family("gpt_oss_like")), "policy_model")
+    with pytest.raises(StartupError) as info:
+        await server.open()
+    await server.close()
+    behaviour = "when it is the last message but with other tokens when more messages follow it"
+    assert "token_exact: require" in str(info.value) and behaviour in str(info.value)
+    async with model_server(config(vllm_server, family("gpt_oss_like"), "auto")) as (server, url, http):
+        assert isinstance(server.path, ChatPath)
+        fields = [{**forced("</think>" + CALL.format(city="SF")), "tools": [WEATHER_TOOL]}, forced("</think>Sunny.")]
+        conversation = await run_chat_conversation(http, url, [{"role": "user", "content": "SF?"}], 2, fields, ["x"])
+    assert len(conversation.turns) == 2
+    warning = capsys.readouterr().err
+    assert warning.count("warning:") == 1 and behaviour in warning
