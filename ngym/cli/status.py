@@ -1,7 +1,10 @@
 """ng_status: list the servers of the running ng_run and whether each answers, and each restart of a replica
 (how its process ended, its last lines).
 
-Usage: ng_status [+head_server.port=11000] [+json=true]
+Usage: ng_status [+head_server.port=11000] [+json=true | --json]
+
+Under each model server, one line per vLLM server: ngym's requests in flight and turns there, and vLLM's own
+running and waiting requests, KV-cache use and prefix-cache hit rate (ngym.observability.status_view).
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from ngym.config.errors import ConfigError
 from ngym.config.instances import DEFAULT_HEAD_PORT, DEFAULT_HOST, connect_host
 from ngym.config.load import load_config
 from ngym.http.probe import answers
+from ngym.observability.status_view import attach_vllm_servers, vllm_lines
 from ngym.servers.head import fetch_from_head
 
 
 def run(args: list[str]) -> int:
-    """ng_status [+head_server.port=N] [+json=true]: list the running servers and whether each answers."""
-    values = load_config(args, repo_root(), use_env_file=False).values
+    """ng_status [+head_server.port=N] [+json=true | --json]: list the running servers and whether each answers."""
+    as_json = "--json" in args
+    values = load_config([arg for arg in args if arg != "--json"], repo_root(), use_env_file=False).values
     unknown = sorted(set(values) - {"head_server", "json"})
     if unknown:
         raise ConfigError(f"unknown arguments: {', '.join(unknown)} (ng_status takes +head_server.port and +json)")
@@ -30,12 +35,15 @@ def run(args: list[str]) -> int:
     servers = fetch_from_head(host, port, "/servers")
     for server in servers:
         server["status"] = "ok" if server.get("url") and answers(server["url"]) else "not answering"
-    if values.get("json"):
+    attach_vllm_servers(servers)
+    if as_json or values.get("json"):
         print(orjson.dumps(servers).decode())
     else:
         for server in servers:
             kind = f"{server['server_type']}/{server['implementation']}"
             print(f"{server['name']:<32} {kind:<40} {server.get('url') or '-':<28} {server['status']}")
+            for line in vllm_lines(server):
+                print(line)
             for replica in server.get("replicas") or []:
                 if replica.get("restarts"):
                     print(f"  {restart_note(replica)}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -66,7 +67,7 @@ class ServerMetrics:
         self._dynamic: list[Route] = []
         self.series(UNMATCHED)
 
-    def add_routes(self, routes: list[BaseRoute]) -> None:
+    def add_routes(self, routes: Sequence[BaseRoute]) -> None:
         """Know the app's routes, and make each one's series, at start-up."""
         self._static, self._dynamic = {}, []
         for route in routes:

@@ -23,6 +23,7 @@ from ngym.config.secrets import redact, redact_text, secret_values
 from ngym.http.app import json_response
 from ngym.http.guard import ErrorGuard, exception_handlers
 from ngym.http.hosts import ALLOWED_HOSTS_KEY, allowed_hosts, hosts_setting
+from ngym.observability.http_metrics import METRICS_PATH, RequestMetrics, ServerMetrics
 
 if TYPE_CHECKING:
     from ngym.placement.base import ReplicaInfo
@@ -93,14 +94,21 @@ def head_app(config: dict[str, Any], state: HeadState) -> Starlette:
     head = config.get(HEAD_SERVER_KEY)
     bound = str(head.get("host") or DEFAULT_HOST) if isinstance(head, dict) else DEFAULT_HOST
     hosts = allowed_hosts(bound, hosts_setting(config.get(ALLOWED_HOSTS_KEY)))
+    metrics = ServerMetrics("head_server", "head", "head")
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/config", get_config, methods=["GET"]),
+        Route("/servers", get_servers, methods=["GET"]),
+        Route(METRICS_PATH, metrics.endpoint, methods=["GET"]),
+    ]
+    metrics.add_routes(routes)
     return Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/config", get_config, methods=["GET"]),
-            Route("/servers", get_servers, methods=["GET"]),
-        ],
+        routes=routes,
         exception_handlers=exception_handlers(redact_error),
-        middleware=[Middleware(ErrorGuard, name="head_server", redact=redact_error, hosts=hosts)],
+        middleware=[
+            Middleware(RequestMetrics, metrics=metrics),
+            Middleware(ErrorGuard, name="head_server", redact=redact_error, hosts=hosts),
+        ],
     )
 
 

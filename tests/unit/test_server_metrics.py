@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 from ngym.http.app import serve_in_background
 from ngym.observability.vllm_load import VllmLoad, parse_vllm_metrics
 from ngym.servers.base import Server, ServerConfig
+from ngym.servers.head import HeadState, head_app
 from ngym.testing.vllm_standin import DropConnection, Hold, StandinScript, StandinServer
 from ngym.upstream.pool import UPSTREAM_COOKIE
 from resources_servers.simple_weather.app import SimpleWeather
@@ -229,3 +230,11 @@ async def test_vllm_servers_shows_each_servers_load_and_why_vllms_own_is_missing
     # The stand-in serves no /metrics: vLLM's own view is missing, with the reason.
     assert by_url[first.base_url]["vllm"] is None
     assert by_url[first.base_url]["vllm_unavailable"] == "no /metrics (HTTP 404)"
+
+
+async def test_the_head_server_serves_metrics_too() -> None:
+    async with serve_in_background(head_app({}, HeadState())) as url, aiohttp.ClientSession() as http:
+        async with http.get(url + "/servers") as resp:
+            assert resp.status == 200
+        samples = await scrape(http, url)
+    assert value(samples, "ngym_requests_total", route="/servers", status_class="2xx") == 1
