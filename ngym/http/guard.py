@@ -24,11 +24,17 @@ from ngym.http.hosts import ALLOWED_HOSTS_KEY, HostCheck, allowed_hosts
 Redact = Callable[[str], str]
 
 
-def exception_handlers(redact: Redact) -> Mapping[Any, Callable[[Request, Exception], Any]]:
-    """Starlette handlers: ngym's HttpError and Starlette's own (unknown route, wrong method), both redacted."""
+# How a server's own domain errors become HTTP answers (e.g. a model server's ConversionError: the caller's 422).
+ErrorAnswers = Mapping[type[Exception], Callable[[Exception], HttpError]]
+
+
+def exception_handlers(redact: Redact, answers: ErrorAnswers | None = None) -> Mapping[Any, Callable[..., Any]]:
+    """Starlette handlers: ngym's HttpError, the server's `answers` for its domain errors and Starlette's own
+    (unknown route, wrong method), all redacted."""
 
     async def http_error(_request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HttpError)
+        if not isinstance(exc, HttpError):
+            exc = next(answer(exc) for kind, answer in (answers or {}).items() if isinstance(exc, kind))
         return error_response(
             exc.status, redact(exc.message), param=exc.param, error_type=exc.error_type, code=exc.code
         )
@@ -43,7 +49,7 @@ def exception_handlers(redact: Redact) -> Mapping[Any, Callable[[Request, Except
             message = str(exc.detail)
         return error_response(exc.status_code, redact(message), headers=dict(exc.headers or {}))
 
-    return {HttpError: http_error, HTTPException: starlette_error}
+    return {HttpError: http_error, **dict.fromkeys(answers or {}, http_error), HTTPException: starlette_error}
 
 
 async def refused_foreign_host(hosts: HostCheck, name: str, scope: Scope, receive: Receive, send: Send) -> bool:

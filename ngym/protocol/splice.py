@@ -29,9 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ngym.protocol.shapes import JSON
 from ngym.protocol.tokens import TOKEN_FIELDS
-
-JSON = dict[str, Any]
 
 # Two assistant contents that tokenize apart at both ends and never occur in real text.
 SPLICE_MARKERS = ("ngymSpliceMarkerQ7ZKx", "WvbqSpliceMarkerJ3XVy")

@@ -20,7 +20,7 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
-JSON = dict[str, Any]
+from ngym.protocol.shapes import JSON
 
 FAMILY_ID = re.compile(r"[A-Za-z0-9]{9}")
 # The shape of the IDs vLLM's tool parsers other than `mistral` make (chatcmpl-tool-<uuid4 hex>).

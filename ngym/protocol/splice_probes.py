@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
-JSON = dict[str, Any]
+from ngym.protocol.shapes import JSON
 
 # Nine alphanumeric characters, as Mistral's templates require of a call ID.
 CALL_IDS = ("a1b2c3d4e", "f5g6h7i8j")

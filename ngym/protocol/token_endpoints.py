@@ -8,11 +8,9 @@ with token data, so the answer side of the conversion treats both paths alike. P
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from ngym.protocol.shapes import JSON
 from ngym.protocol.tokens import TOKEN_ID_PREFIX, TokenDataError
-
-JSON = dict[str, Any]
 
 RENDER_PATH = "/v1/chat/completions/render"
 GENERATE_PATH = "/inference/v1/generate"

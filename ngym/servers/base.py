@@ -21,7 +21,7 @@ from ngym.config.secrets import redact_text, secret_values
 from ngym.config.validation import describe_validation_error
 from ngym.http.app import json_response
 from ngym.http.client import HttpClient
-from ngym.http.guard import ErrorGuard, exception_handlers
+from ngym.http.guard import ErrorAnswers, ErrorGuard, exception_handlers
 from ngym.http.hosts import ALLOWED_HOSTS_KEY, allowed_hosts, hosts_setting
 from ngym.observability.http_metrics import METRICS_PATH, RequestMetrics, ServerMetrics
 from ngym.placement.spec import ServerLaunch, launch_from_config
@@ -94,6 +94,8 @@ ConfigT = TypeVar("ConfigT", bound=ServerConfig)
 class Server(Generic[ConfigT]):
     server_type: ClassVar[str]
     config_model: ClassVar[type[ServerConfig]] = ServerConfig
+    # The one place where this kind of server's domain errors become HTTP answers (ngym.http.guard).
+    error_answers: ClassVar[ErrorAnswers] = {}
 
     def __init__(self, config: ConfigT, context: ServerContext) -> None:
         self.config = config
@@ -182,7 +184,7 @@ class Server(Generic[ConfigT]):
         return Starlette(
             routes=routes,
             lifespan=lifespan if manage_lifecycle else None,
-            exception_handlers=exception_handlers(self.context.redact),
+            exception_handlers=exception_handlers(self.context.redact, self.error_answers),
             middleware=middleware,
         )
 

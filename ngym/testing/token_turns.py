@@ -10,11 +10,10 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 
-JSON = dict[str, Any]
+from ngym.protocol.shapes import JSON
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Per request: convert (pure, ngym.protocol), apply the configured settings (outbound.py) and the audio side
 channel (audio.py), complete the turn on the session's vLLM server, convert back. How a turn is completed is
-chosen once, at start-up: one chat completion (paths.py), the token-exact path (exact_path.py), or one text
+chosen once, at start-up: one chat completion (chat_path.py), the token-exact path (exact_path.py), or one text
 completion (completions_path.py); with `is_responses_native`, `/v1/responses` is vLLM's own (responses_native.py).
 `POST /loglikelihood` scores continuations (loglikelihood.py). The upstream client owns server choice, retries and
 failover. Everything that can be computed once (headers, paths, option objects) is done at start-up.
@@ -31,7 +31,6 @@ from ngym.protocol.answers import (
     empty_chat_response,
     empty_response,
 )
-from ngym.protocol.errors import ConversionError
 from ngym.protocol.options import ConversionOptions
 from ngym.protocol.requests import chat_request_to_upstream, ends_in_thinking_only, responses_to_chat_request
 from ngym.protocol.shapes import JSON
@@ -41,12 +40,13 @@ from ngym.servers.model import ModelServer
 from ngym.upstream.client import SESSION_HEADER, UpstreamClient
 from ngym.upstream.pool import UPSTREAM_COOKIE, Session, Upstream, UpstreamPool, parse_session_cookie
 from responses_api_models.vllm_model.audio import AudioChannel
+from responses_api_models.vllm_model.chat_path import ChatPath
+from responses_api_models.vllm_model.completion import Completion, CompletionPath
 from responses_api_models.vllm_model.completions_path import CompletionsPath
 from responses_api_models.vllm_model.config import VllmModelConfig
 from responses_api_models.vllm_model.exact_path import ExactTokenPath, template_settings
 from responses_api_models.vllm_model.loglikelihood import LikelihoodScorer
 from responses_api_models.vllm_model.outbound import Outbound
-from responses_api_models.vllm_model.paths import ChatPath, Completion, CompletionPath
 from responses_api_models.vllm_model.responses_native import NativeResponses
 from responses_api_models.vllm_model.startup_checks import (
     SCALE_OUT_FLAG,
@@ -192,10 +192,7 @@ class VllmModel(ModelServer[VllmModelConfig]):
         body = await read_json_object(request)
         session = _session(request)
         if self.native is not None:
-            try:
-                native, upstream = await self.native.respond(body, session)
-            except ConversionError as exc:
-                raise HttpError(422, str(exc), param=exc.param) from None
+            native, upstream = await self.native.respond(body, session)
             self.turns.add(upstream.index, "native", native)
             return self._reply(native, session, upstream)
         payload = await self._prepare(responses_to_chat_request, body)
@@ -247,19 +244,13 @@ class VllmModel(ModelServer[VllmModelConfig]):
 
     async def _prepare(self, convert: Callable[[JSON, str, ConversionOptions], JSON], body: JSON) -> JSON:
         """The request for vLLM: converted, the configured settings applied, the row's audio spliced in."""
-        try:
-            payload = self.outbound.apply(convert(body, self.config.model, self.options))
-            if self.audio is not None:
-                payload = await self.audio.splice(payload)
-        except ConversionError as exc:
-            raise HttpError(422, str(exc), param=exc.param) from None
+        payload = self.outbound.apply(convert(body, self.config.model, self.options))
+        if self.audio is not None:
+            payload = await self.audio.splice(payload)
         return payload
 
     async def _complete(self, payload: JSON, session: Session) -> Completion:
-        try:
-            done = await self.path.complete(payload, session)
-        except ConversionError as exc:  # what the completions path cannot send (raw-mode rules, audio)
-            raise HttpError(422, str(exc), param=exc.param) from None
+        done = await self.path.complete(payload, session)  # ConversionError: what a path cannot send (a 422)
         self.turns.add(done.upstream.index, done.path, done.chat)
         return done
 

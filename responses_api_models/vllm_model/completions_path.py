@@ -22,7 +22,8 @@ from ngym.protocol.errors import ConversionError
 from ngym.protocol.shapes import JSON
 from ngym.upstream.client import UpstreamClient
 from ngym.upstream.pool import Session
-from responses_api_models.vllm_model.paths import Completion, answer_json, chat_tokenize_request, post_json, tokenize
+from responses_api_models.vllm_model.chat_path import chat_tokenize_request, tokenize
+from responses_api_models.vllm_model.completion import Completion, answer_json, post_json
 
 
 class CompletionsPath:

@@ -18,11 +18,12 @@ in that shape, on every path (ngym.protocol.splice_ids): rollouts with vLLM's ow
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 
 from ngym.http.app import HttpError
+from ngym.protocol.errors import ConversionError
+from ngym.protocol.shapes import JSON
 from ngym.protocol.splice import SpliceError, last_token_turn, render_messages
 from ngym.protocol.splice_ids import has_other_call_ids, with_family_call_ids
 from ngym.protocol.token_endpoints import (
@@ -41,11 +42,11 @@ from ngym.protocol.token_endpoints import (
 from ngym.protocol.tokens import TokenDataError
 from ngym.upstream.client import UpstreamClient
 from ngym.upstream.pool import Session, Upstream
-from responses_api_models.vllm_model.paths import ChatPath, Completion, answer_json, post_json
+from responses_api_models.vllm_model.chat_path import ChatPath
+from responses_api_models.vllm_model.completion import Completion, answer_json, post_json
 from responses_api_models.vllm_model.template_lesson import Lesson, Render, learn, splice
 from responses_api_models.vllm_model.upstream_errors import is_context_length_error, json_or_empty, upstream_http_error
 
-JSON = dict[str, Any]
 # Distinct chat_template_kwargs seen in requests; each needs one template lesson per server.
 MAX_LEARNT_TEMPLATES = 256
 TEMPLATE_FIELDS = ("chat_template", "chat_template_kwargs")
@@ -77,8 +78,8 @@ class ExactTokenPath:
             payload = {**payload, "messages": messages}
         try:
             turn = last_token_turn(messages)
-        except SpliceError as exc:
-            raise HttpError(422, str(exc), param="messages") from None
+        except SpliceError as exc:  # the caller's history: its token data does not fit its turns
+            raise ConversionError(str(exc), "messages") from None
         if turn is None:
             # Nothing to splice: the prompt is the conversation as the template renders it, which is what one
             # chat completion's prompt_token_ids are (vLLM's chat route renders through the same code as render).

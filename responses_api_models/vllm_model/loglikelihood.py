@@ -21,8 +21,9 @@ from ngym.protocol.completions import COMPLETIONS_PATH
 from ngym.protocol.shapes import JSON
 from ngym.upstream.client import UpstreamClient
 from ngym.upstream.pool import Session, Upstream
+from responses_api_models.vllm_model.chat_path import tokenize
+from responses_api_models.vllm_model.completion import answer_json, post_json
 from responses_api_models.vllm_model.completions_path import CompletionsPath
-from responses_api_models.vllm_model.paths import answer_json, post_json, tokenize
 from responses_api_models.vllm_model.upstream_errors import json_or_empty, upstream_http_error
 
 DETOKENIZE_PATH = "/detokenize"

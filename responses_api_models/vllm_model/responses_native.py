@@ -10,8 +10,8 @@ from ngym.protocol.errors import ConversionError
 from ngym.protocol.shapes import JSON
 from ngym.upstream.client import UpstreamClient
 from ngym.upstream.pool import Session, Upstream
+from responses_api_models.vllm_model.completion import answer_json, post_json
 from responses_api_models.vllm_model.outbound import Outbound
-from responses_api_models.vllm_model.paths import answer_json, post_json
 
 RESPONSES_PATH = "/v1/responses"
 

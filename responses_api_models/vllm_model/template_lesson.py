@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ngym.http.app import HttpError
+from ngym.protocol.shapes import JSON
 from ngym.protocol.splice import (
     SPLICE_MARKERS,
     SpliceError,
@@ -33,7 +33,6 @@ from ngym.protocol.splice import (
 from ngym.protocol.splice_ids import with_vllm_call_ids
 from ngym.protocol.splice_probes import PROBE_TOOLS, PROBES, TOOL_CALL_PROBE, Probe
 
-JSON = dict[str, Any]
 # A render request body -> the rendered token IDs (an HttpError when vLLM refuses; None for a context overflow).
 Render = Callable[[JSON], Awaitable[list[int] | None]]
 

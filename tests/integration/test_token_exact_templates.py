@@ -27,8 +27,8 @@ from ngym.testing.token_turns import (
 )
 from ngym.testing.vllm_server import VllmServer, literal_regex
 from responses_api_models.vllm_model.app import VllmModel
+from responses_api_models.vllm_model.chat_path import ChatPath
 from responses_api_models.vllm_model.exact_path import ExactTokenPath
-from responses_api_models.vllm_model.paths import ChatPath
 
 pytestmark = pytest.mark.vllm
 

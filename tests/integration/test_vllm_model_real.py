@@ -22,7 +22,7 @@ from ngym.protocol.tokens import add_token_request_flags
 from ngym.servers.base import StartupError
 from ngym.testing.vllm_server import VllmServer, literal_regex
 from responses_api_models.vllm_model.app import VllmModel
-from responses_api_models.vllm_model.paths import ChatPath
+from responses_api_models.vllm_model.chat_path import ChatPath
 
 pytestmark = pytest.mark.vllm
 

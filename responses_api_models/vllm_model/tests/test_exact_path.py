@@ -18,8 +18,8 @@ from ngym.testing.token_turns import TokenTurn, broken_turns, response_turns
 from ngym.testing.vllm_standin import EOS_ID, DropConnection, HttpError, StandinScript, StandinServer
 from responses_api_models.vllm_model import template_lesson as splice_module
 from responses_api_models.vllm_model.app import VllmModel
+from responses_api_models.vllm_model.chat_path import ChatPath
 from responses_api_models.vllm_model.exact_path import ExactTokenPath
-from responses_api_models.vllm_model.paths import ChatPath
 
 MODEL = "tiny-qwen2"
 RENDER, GENERATE, DERENDER = "/v1/chat/completions/render", "/inference/v1/generate", "/v1/chat/completions/derender"
