@@ -24,7 +24,8 @@ from ngym.config.errors import ConfigError
 from ngym.config.load import load_config
 from ngym.http.app import EmbeddedUvicorn, bind_socket, uvicorn_config
 from ngym.http.hosts import allowed_hosts, hosts_setting, is_loopback
-from ngym.viewer.server import Viewer, ViewerConfig, viewer_app
+from ngym.viewer.server import viewer_app
+from ngym.viewer.state import Viewer, ViewerConfig
 from ngym.viewer.tokens import Vocab
 
 DEFAULT_PORT = 7860  # NeMo Gym's Gradio viewer's

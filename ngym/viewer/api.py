@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -17,10 +17,8 @@ from ngym.viewer import stats
 from ngym.viewer.conversation import failure_view, rollout_view, value_at
 from ngym.viewer.queries import ordered, parse_table_query, positive_int, row_id, table
 from ngym.viewer.rows import STATUS_NAMES, clip, final_text, last_user_text, output_items
+from ngym.viewer.state import Viewer
 from ngym.viewer.tokens import token_turns
-
-if TYPE_CHECKING:
-    from ngym.viewer.server import Viewer
 
 PER_PAGE = 50
 MAX_CALLS_SHOWN = 20

@@ -34,7 +34,8 @@ from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_scri
 from ngym.testing.secret_strategies import appearances, secret_names, secret_values
 from ngym.testing.vllm_server import free_port
 from ngym.testing.vllm_standin import HttpError, StandinScript, StandinServer
-from ngym.viewer.server import Viewer, ViewerConfig, viewer_app
+from ngym.viewer.server import viewer_app
+from ngym.viewer.state import Viewer, ViewerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 URL_KEY = "url-key-7f3a9c"

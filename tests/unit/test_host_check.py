@@ -27,7 +27,8 @@ from ngym.servers.model import ModelServer
 from ngym.servers.resources import ResourcesServer
 from ngym.testing.gym_process import console_script
 from ngym.testing.viewer_rows import synthetic_rows
-from ngym.viewer.server import Viewer, ViewerConfig, viewer_app
+from ngym.viewer.server import viewer_app
+from ngym.viewer.state import Viewer, ViewerConfig
 
 KEY = "sk-live-5e6f7a8b9c"
 FOREIGN_HOSTS = [

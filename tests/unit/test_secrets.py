@@ -16,7 +16,8 @@ from ngym.rollouts.output import JsonlAppender
 from ngym.servers.head import HeadState, head_app
 from ngym.testing.secret_strategies import NOT_SECRET_NAMES, appearances, secret_names, secret_values
 from ngym.testing.viewer_rows import synthetic_rows
-from ngym.viewer.server import Viewer, ViewerConfig, viewer_app
+from ngym.viewer.server import viewer_app
+from ngym.viewer.state import Viewer, ViewerConfig
 
 KEY = "sk-live-7f1c2a9e4b"
 

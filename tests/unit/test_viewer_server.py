@@ -21,7 +21,8 @@ from ngym.http.app import serve_in_background
 from ngym.rollouts.output import JsonlAppender
 from ngym.testing.gym_process import console_script
 from ngym.testing.viewer_rows import synthetic_rows
-from ngym.viewer.server import Viewer, ViewerConfig, viewer_app
+from ngym.viewer.server import viewer_app
+from ngym.viewer.state import Viewer, ViewerConfig
 from ngym.viewer.tokens import Vocab
 
 ROOT = Path(__file__).resolve().parents[2]
