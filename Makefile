@@ -19,7 +19,7 @@ setup: $(VENV)/.installed $(VLLM_VENV)/.installed chromium
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev,ray]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,ray,traces]'
 	touch $@
 
 # vLLM lives in its own venv: its pinned torch/transformers must not constrain ngym's dependencies.

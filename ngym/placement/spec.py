@@ -15,6 +15,7 @@ from ngym.config.errors import ConfigError
 from ngym.config.instances import RUN_DIR_KEY, InstanceSpec
 from ngym.config.secrets import secret_values
 from ngym.http.hosts import ALLOWED_HOSTS_KEY
+from ngym.observability.tracing import TRACES_KEY
 from ngym.servers.directory import DirectoryEntry, directory_from_config
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 HF_TOKEN_KEY = "hf_token"  # NeMo Gym's env.yaml key; local_vllm_model hands it to vLLM
 # Top-level keys a server may read (`ServerContext.config.get(...)`); everything else stays with ng_run.
-SERVER_SETTINGS = (RUN_DIR_KEY, HF_TOKEN_KEY, ALLOWED_HOSTS_KEY)
+SERVER_SETTINGS = (RUN_DIR_KEY, HF_TOKEN_KEY, ALLOWED_HOSTS_KEY, TRACES_KEY)
 
 
 class ServerLaunch(BaseModel):

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from ngym.http.client import HttpClient, UpstreamError
+from ngym.observability.tracing import rollout_header
 from ngym.placement.routing import ReplicaRouter
 from ngym.rollouts.bounded import run_bounded
 from ngym.rollouts.failures import AGENT, RolloutFailed, from_agent_answer, from_upstream_error, reported_failure
@@ -86,7 +87,8 @@ async def run_rollout(http: HttpClient, agent: ReplicaRouter, task: Task) -> Out
 
 
 async def _scored_row(http: HttpClient, agent_url: str, task: Task) -> dict[str, Any]:
-    result = await http.post_json(agent_url + "/run", task.row)
+    # The indices travel as a header, not in the row, so the environment sees the row as it is (traces read them).
+    result = await http.post_json(agent_url + "/run", task.row, rollout_header(task.task_index, task.rollout_index))
     if not result.ok:
         raise from_agent_answer(result)
     try:

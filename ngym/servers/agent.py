@@ -8,9 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ngym.config.instances import RUN_DIR_KEY
 from ngym.http.app import json_response, read_json_object, validate
 from ngym.http.cookies import CookieStore
-from ngym.servers.base import Server, ServerConfig
+from ngym.observability.tracing import TRACES_KEY, RolloutTracing, TracingUnavailable, traces_directory
+from ngym.servers.base import Server, ServerConfig, ServerContext, StartupError
 from ngym.servers.wire import ResponsesCreateParams, TaskRow
 
 
@@ -27,6 +29,25 @@ class Agent(Server[AC]):
 
     server_type = "responses_api_agents"
     config_model: ClassVar[type[ServerConfig]] = AgentConfig
+
+    def __init__(self, config: AC, context: ServerContext) -> None:
+        super().__init__(config, context)
+        self.tracing = RolloutTracing(context.instance_name, None)  # off until open() reads the run's setting
+
+    async def open(self) -> None:
+        settings = self.context.config
+        directory = traces_directory(settings.get(TRACES_KEY), settings.get(RUN_DIR_KEY))
+        try:
+            self.tracing = RolloutTracing(self.context.instance_name, directory)
+        except TracingUnavailable as exc:
+            raise StartupError(str(exc)) from None
+        await super().open()
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            self.tracing.close()
 
     async def respond(self, params: dict[str, Any], cookies: CookieStore) -> dict[str, Any]:
         """Run the loop for one Responses request; return the final Response with every turn's output."""
@@ -50,4 +71,5 @@ class Agent(Server[AC]):
     async def _run(self, request: Request) -> Response:
         row = await read_json_object(request)
         validate(TaskRow, row, "task row")
-        return json_response(await self.run(row))
+        with self.tracing.rollout(request.headers):
+            return json_response(await self.run(row))

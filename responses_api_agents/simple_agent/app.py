@@ -155,14 +155,25 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
         self, route: Route, replica: Upstream, path: str, payload: Any, cookies: CookieStore, failure_class: str
     ) -> HttpResult:
         base = replica.base_url
+        headers = cookies.header(base)
         try:
-            result = await self.http.post_json(base + path, payload, cookies.header(base))
+            with self.tracing.call(_span_name(path, failure_class), headers, **{"ngym.url": base + path}):
+                result = await self.http.post_json(base + path, payload, headers)
         except UpstreamError as exc:
             # The rollout's session lives on this replica: the rollout fails here; the collector retries it.
             (route.models if replica is route.model else route.environments).failed(replica, exc)
             raise AgentFailure(f"{path} on {exc.url}: {exc.reason}", failure_class) from None
         cookies.update(base, result)
         return result
+
+
+def _span_name(path: str, failure_class: str) -> str:
+    """A trace span's name for one call: `model call`, `tool call /<name>`, `seed_session` or `verify`."""
+    if failure_class == MODEL:
+        return "model call"
+    if path in ("/seed_session", "/verify"):
+        return path[1:]
+    return f"tool call {path}"
 
 
 def callable_tools(tools: Any) -> frozenset[str]:
