@@ -10,6 +10,10 @@ Rows follow ng_collect_rollouts' rules exactly (NeMo Gym's `_ng_task_index` / `_
 or `agent_name`, per-agent repeats, seeds); ng_collect_rollouts is the same loop writing files. In flight is
 bounded by `max_in_flight` and nothing else (no connection pool or actor cap below it); a rollout's slot is
 held until its outcome is taken, so a trainer that consumes slowly holds back new rollouts.
+
+`collect(..., progress=CollectProgress())` keeps that object up to date: `progress.snapshot()` at any time is
+the snapshot ng_collect_rollouts writes to its progress file (`ngym.rollouts.progress`: counts, failures by
+class, rates, mean reward, ETA), with `output` null; `write_progress_file(path, progress.snapshot())` writes one.
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from ngym.config.instances import DEFAULT_HOST, connect_host
 from ngym.http.client import HttpClient, RetryPolicy, Timeouts
 from ngym.rollouts.collect import check_run
 from ngym.rollouts.engine import AgentUrls, Outcome, run_rollouts
+from ngym.rollouts.progress import FAILED, FINISHED, STOPPED, CollectProgress
 from ngym.rollouts.tasks import TaskSource, iter_tasks
 from ngym.servers.head import agents_of, fetch_from_head
 
-__all__ = ["Gym", "Outcome"]
+__all__ = ["CollectProgress", "Gym", "Outcome"]
 
 
 class Gym:
@@ -92,10 +97,13 @@ class Gym:
         max_attempts: int = 3,
         rollout_timeout_s: float = 3600.0,
         stop: asyncio.Event | None = None,
+        progress: CollectProgress | None = None,
     ) -> AsyncIterator[Outcome]:
         """Each rollout's Outcome as it ends (`.row` scored, or `.failure` with its class), in the order they
         end. Every row is checked before the first rollout starts (a ConfigError names `rows:N`). Setting
-        `stop`, or leaving the loop, cancels the rollouts in flight."""
+        `stop`, or leaving the loop, cancels the rollouts in flight. `progress`, when given, counts the run as
+        its outcomes are yielded (an outcome is counted before the loop's body sees it) and ends "finished",
+        "stopped" (`stop`, or the loop left and the iterator closed) or "failed" (an error)."""
         if max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be at least 1, got {max_in_flight}")
         source = TaskSource(
@@ -107,15 +115,26 @@ class Gym:
             params_override=dict(responses_create_params) if responses_create_params else None,
             rows=rows,
         )
-        check_run(source, self.agent_urls, set())
+        check = check_run(source, self.agent_urls, set())
         http = HttpClient(
             timeouts=Timeouts(total=rollout_timeout_s),
             retry=RetryPolicy(max_attempts=max_attempts, deadline=rollout_timeout_s),
         )
+        stop = stop or asyncio.Event()
+        progress = progress or CollectProgress()
+        progress.begin(check.rollouts)
+        state = FAILED
         async with http:
-            outcomes = run_rollouts(http, self.agent_urls, iter_tasks(source), max_in_flight, stop or asyncio.Event())
+            tasks = progress.count_started(iter_tasks(source))
+            outcomes = run_rollouts(http, self.agent_urls, tasks, max_in_flight, stop)
             try:
                 async for outcome in outcomes:
+                    progress.ended(outcome)
                     yield outcome
+                state = STOPPED if stop.is_set() else FINISHED
+            except (GeneratorExit, asyncio.CancelledError):
+                state = STOPPED
+                raise
             finally:
+                progress.end(state)
                 await outcomes.aclose()

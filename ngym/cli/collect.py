@@ -3,11 +3,12 @@
 Usage: ng_collect_rollouts +input_jsonl_fpath=IN.jsonl +output_jsonl_fpath=OUT.jsonl [+agent_name=NAME]
        [+limit=N] [+num_repeats=K | "+num_repeats={agent: K, _default: 1}"] [+num_repeats_add_seed=true]
        [+num_samples_in_parallel=P] [+responses_create_params.temperature=0.5] [+prompt_config=PROMPT.yaml]
-       [+resume_from_cache=true|false] [+overwrite=true] [+head_server.port=11000]
+       [+resume_from_cache=true|false] [+overwrite=true] [+progress_interval_s=2] [+head_server.port=11000]
 
 A row's `agent_ref.name` picks its agent; +agent_name is for rows without one. Each finished rollout is
 appended to the output as one JSON line, with NeMo Gym's `_ng_task_index` and `_ng_rollout_index`; failed ones
-go to OUT.failures.jsonl. Rerunning the same command resumes: rollouts already in the output are skipped. Then
+go to OUT.failures.jsonl; OUT.progress.json says how far the run is (every +progress_interval_s seconds, 0: not
+written). Rerunning the same command resumes: rollouts already in the output are skipped. Then
 each agent's environment computes its metrics over the output (`/aggregate_metrics`, NeMo Gym's environments),
 written to OUT_aggregate_metrics.json; +disable_aggregation=true skips that.
 """
@@ -31,6 +32,7 @@ from ngym.rollouts.aggregate import aggregate_after_collection, aggregate_metric
 from ngym.rollouts.collect import CollectPlan, collect
 from ngym.rollouts.engine import AgentUrls
 from ngym.rollouts.output_lock import OutputLock
+from ngym.rollouts.progress import DEFAULT_INTERVAL_S
 from ngym.rollouts.prompt import Prompt
 from ngym.rollouts.tasks import TaskSource
 from ngym.servers.head import agents_of, fetch_from_head, wait_until_ready
@@ -75,6 +77,7 @@ class CollectArgs(BaseModel):
     rollout_timeout_s: float = Field(default=3600.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     max_consecutive_failures: int = Field(default=25, ge=1)
+    progress_interval_s: float = Field(default=DEFAULT_INTERVAL_S, ge=0)  # the progress file's period; 0: none
     ready_timeout_s: float = Field(default=600.0, gt=0)
     head_server: HeadServerArgs = HeadServerArgs()
 
@@ -217,6 +220,7 @@ def build_plan(parsed: CollectArgs, agent_urls: AgentUrls) -> CollectPlan:
         rollout_timeout_s=parsed.rollout_timeout_s,
         max_attempts=parsed.max_attempts,
         max_consecutive_failures=parsed.max_consecutive_failures,
+        progress_interval_s=parsed.progress_interval_s,
     )
 
 

@@ -31,6 +31,15 @@ from ngym.rollouts.output import (
     summary_path,
 )
 from ngym.rollouts.output_lock import OutputLock
+from ngym.rollouts.progress import (
+    DEFAULT_INTERVAL_S,
+    FAILED,
+    FINISHED,
+    STOPPED,
+    CollectProgress,
+    ProgressReporter,
+    progress_path,
+)
 from ngym.rollouts.summary import Summary
 from ngym.rollouts.tasks import TaskCheck, TaskSource, check_tasks, iter_tasks, unused_repeat_entries
 
@@ -47,6 +56,7 @@ class CollectPlan:
     rollout_timeout_s: float = 3600.0
     max_attempts: int = 3
     max_consecutive_failures: int = 25
+    progress_interval_s: float = DEFAULT_INTERVAL_S  # the progress file's period; 0: no progress file
 
 
 async def collect(
@@ -72,6 +82,11 @@ async def collect(
         loop.add_signal_handler(signal.SIGINT, signals.received)
         loop.add_signal_handler(signal.SIGTERM, signals.received)
     progress = tqdm(total=summary.expected - summary.already_done, unit="rollout", file=log, dynamic_ncols=True)
+    tracker = _begin_progress(output, summary)
+    progress_file = progress_path(output)
+    progress_file.unlink(missing_ok=True)  # never an earlier run's
+    reporter = ProgressReporter(tracker, progress, progress_file, plan.progress_interval_s, log)
+    state = FAILED  # unless the loop below ends
     http = HttpClient(
         timeouts=Timeouts(total=plan.rollout_timeout_s),
         retry=RetryPolicy(max_attempts=plan.max_attempts, deadline=plan.rollout_timeout_s),
@@ -80,8 +95,9 @@ async def collect(
     started = time.monotonic()
     in_a_row = ConsecutiveFailures(plan.max_consecutive_failures)
     try:
+        reporter.start()
         async with http:
-            tasks = (task for task in iter_tasks(plan.source) if task.key not in done)
+            tasks = tracker.count_started(task for task in iter_tasks(plan.source) if task.key not in done)
             async for outcome in run_rollouts(http, plan.agent_urls, tasks, plan.num_samples_in_parallel, stop):
                 if outcome.ok:
                     assert outcome.row is not None
@@ -97,8 +113,9 @@ async def collect(
                     if in_a_row.failed(outcome.failure) and not stop.is_set():
                         print(f"\n{in_a_row.message()}", file=log)
                         stop.set()
+                tracker.ended(outcome)
                 progress.update(1)
-                progress.set_postfix(_postfix(summary), refresh=False)
+            state = STOPPED if stop.is_set() else FINISHED
             if stop.is_set():
                 left = summary.expected - summary.already_done - summary.finished - summary.failed
                 print(
@@ -106,7 +123,12 @@ async def collect(
                     "(run the same command to collect them)",
                     file=log,
                 )
+    except asyncio.CancelledError:
+        state = STOPPED
+        raise
     finally:
+        tracker.end(state)
+        await reporter.stop()
         progress.close()
         writer.close()
         if failure_writer is not None:
@@ -115,6 +137,7 @@ async def collect(
         summary_path(output).write_bytes(
             orjson.dumps(summary.as_dict(wall), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
         )
+        reporter.write()  # the final state, once the files it counts are closed
     summary.wall_seconds = wall
     return summary
 
@@ -188,8 +211,12 @@ def check_run(source: TaskSource, agent_urls: AgentUrls, done: set[RolloutKey]) 
     return check
 
 
-def _postfix(summary: Summary) -> dict[str, Any]:
-    postfix: dict[str, Any] = {"failed": summary.failed}
-    if summary.mean_reward is not None:
-        postfix["reward"] = f"{summary.mean_reward:.3f}"
-    return postfix
+def _begin_progress(output: Path, summary: Summary) -> CollectProgress:
+    """The run's progress, beginning with what the output already holds (its rewards in the mean, as in the
+    summary)."""
+    tracker = CollectProgress(output=output)
+    rewards = summary.fields.get("reward")
+    tracker.begin(
+        summary.expected, summary.already_done, rewards.count if rewards else 0, rewards.total if rewards else 0.0
+    )
+    return tracker
