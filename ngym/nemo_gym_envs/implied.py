@@ -4,6 +4,13 @@ NeMo Gym's environments list `-e nemo-gym[dev]` and then import what nemo-gym de
 `datasets`, numpy, scipy, tqdm, ...) without naming it. ngym replaces that line with its own `nemo_gym`, so the
 modules the environment's server imports (its `app.py` and the environment's own files it imports, read, never
 run) that nemo-gym's own dependencies provide are installed from the registry instead.
+
+Two cases reach past the imports:
+- Ray (nemo-gym depends on it): installed when the code imports `ray`; ngym's `nemo_gym` then starts a local Ray
+  that listens on 127.0.0.1 only (`compat/nemo_gym/_ray_local.py`).
+- A server that runs Python with its own interpreter (`sys.executable`: nvarc runs the model's code so) gets the
+  numeric stack nemo-gym brings (`numpy`, `scipy`), which that code imports under NeMo Gym.
+Only the venvs of environments that need them change (a venv is named by the hash of its list of packages).
 """
 
 from __future__ import annotations
@@ -38,22 +45,28 @@ NEMO_GYM_PROVIDES = {
     "jwt": "PyJWT",
     "sqlparse": "sqlparse",
     "git": "GitPython",
+    "ray": "ray",
 }
+# What nemo-gym's installation gives code the server runs with its own interpreter (`sys.executable`).
+OWN_INTERPRETER_GETS = ("numpy", "scipy")
 
 
-def _imports(source: Path) -> set[str]:
-    """The modules one file imports, dotted (absolute imports only)."""
+def _scan(source: Path) -> tuple[set[str], bool]:
+    """The modules one file imports, dotted (absolute imports only), and whether it names `sys.executable`."""
     try:
         tree = ast.parse(source.read_text(encoding="utf-8", errors="replace"), filename=str(source))
     except (OSError, SyntaxError):
-        return set()
+        return set(), False
     found: set[str] = set()
+    own_interpreter = False
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
-    return found
+        elif isinstance(node, ast.Attribute) and node.attr == "executable":
+            own_interpreter = own_interpreter or (isinstance(node.value, ast.Name) and node.value.id == "sys")
+    return found, own_interpreter
 
 
 def _local_file(module: str, folder: Path) -> Path | None:
@@ -70,24 +83,32 @@ def _local_file(module: str, folder: Path) -> Path | None:
     return None
 
 
-def imported_modules(folder: Path, entrypoint: str = "app.py") -> set[str]:
-    """The top-level modules the environment's server imports: its entrypoint and the environment's own files
-    it imports, transitively (offline scripts such as dataset preparation are not followed)."""
+def server_code(folder: Path, entrypoint: str = "app.py") -> tuple[set[str], bool]:
+    """The top-level modules the environment's server imports (its entrypoint and the environment's own files it
+    imports, transitively; offline scripts such as dataset preparation are not followed), and whether any of
+    those files runs its own interpreter (`sys.executable`)."""
     pending = [folder / entrypoint]
     seen: set[Path] = set()
     found: set[str] = set()
+    own_interpreter = False
     while pending:
         source = pending.pop()
         if source in seen or not source.is_file():
             continue
         seen.add(source)
-        for module in _imports(source):
+        modules, runs_python = _scan(source)
+        own_interpreter = own_interpreter or runs_python
+        for module in modules:
             local = _local_file(module, folder)
             if local is not None:
                 pending.append(local)
             else:
                 found.add(module.split(".")[0])
-    return found
+    return found, own_interpreter
+
+
+def imported_modules(folder: Path, entrypoint: str = "app.py") -> set[str]:
+    return server_code(folder, entrypoint)[0]
 
 
 def implied_requirements(folder: Path, requirements: Requirements) -> list[str]:
@@ -96,5 +117,8 @@ def implied_requirements(folder: Path, requirements: Requirements) -> list[str]:
     if not requirements.nemo_gym_lines:
         return []
     named = {(req.name or "").lower().replace("_", "-") for req in requirements.installable}
-    wanted = {NEMO_GYM_PROVIDES[module] for module in imported_modules(folder) if module in NEMO_GYM_PROVIDES}
+    modules, own_interpreter = server_code(folder)
+    wanted = {NEMO_GYM_PROVIDES[module] for module in modules if module in NEMO_GYM_PROVIDES}
+    if own_interpreter:
+        wanted.update(OWN_INTERPRETER_GETS)
     return sorted(dist for dist in wanted if dist.lower().replace("_", "-") not in named)

@@ -3,8 +3,9 @@ run on the environment's own virtual environment, its launch (ngym's ServerLaunc
 
 As NeMo Gym runs a server: the environment's folder is the working directory and first on `sys.path`, its tree
 (the folder above `resources_servers/`) after ngym's `nemo_gym` package, so sibling files and other servers'
-folders import and our `nemo_gym` is the one found; then `app.py` runs as `__main__`, whose `run_webserver()`
-serves on the socket ng_run bound.
+folders import and our `nemo_gym` is the one found; Ray, should the code start one, is kept on 127.0.0.1
+(`nemo_gym._ray_local`); then `app.py` runs as `__main__`, whose `run_webserver()` serves on the socket ng_run
+bound.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import orjson
 from ngym.lifetime import die_with_parent_if_asked
 
 COMPAT_DIR = Path(__file__).resolve().parent / "compat"
-TREE_PACKAGES = ("resources_servers",)
+# The tree's top-level folders an environment's code imports from (swemer_v1 imports NeMo Gym's
+# `responses_api_agents.swe_agents`); in the environment's process they are the tree's, never ngym's own.
+TREE_PACKAGES = ("resources_servers", "responses_api_agents", "responses_api_models")
 
 
 def global_config(launch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -56,9 +59,10 @@ def enter_environment(tree: Path, folder: Path) -> None:
 
 
 def bind_tree_packages(tree: Path) -> None:
-    """`resources_servers.<other>` imports from the environment's tree. NeMo Gym's published files hold it as a
-    namespace package (no `__init__.py`), and Python prefers a regular package of that name anywhere on `sys.path`
-    (ngym's own, through the venv's `.pth`) over a namespace one, so the tree's folder is bound to the name."""
+    """`resources_servers.<other>` (and the tree's other top-level folders) import from the environment's tree.
+    NeMo Gym's published files hold them as namespace packages (no `__init__.py`), and Python prefers a regular
+    package of that name anywhere on `sys.path` (ngym's own, through the venv's `.pth`) over a namespace one, so
+    the tree's folder is bound to the name."""
     for name in TREE_PACKAGES:
         folder = tree / name
         if folder.is_dir() and not (folder / "__init__.py").is_file():
@@ -105,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
 
     enter_environment(tree, folder)
     os.chdir(folder)
+    from nemo_gym._ray_local import keep_ray_on_loopback
     from nemo_gym._runtime import Runtime, install
+
+    keep_ray_on_loopback()  # before the environment's code can import ray
 
     install(Runtime(launch["instance"], tree, folder, config, urls, args.fd))
     try:

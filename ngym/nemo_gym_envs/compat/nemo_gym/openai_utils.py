@@ -3,6 +3,7 @@
 Items are told apart by their `type` (a message without one by its role and content); an item of a type not
 modelled here is kept as it came (every field), so a recorded rollout always validates and dumps back unchanged.
 NeMoGymResponse is the OpenAI SDK's Response with these items, so `output_text` and the SDK's fields work.
+NeMoGymAsyncOpenAI, the client for an OpenAI-compatible endpoint, lives in `_openai_client` and is named here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from openai.types.chat.chat_completion import Choice
 from openai.types.responses import Response, ResponseUsage
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-RATE_LIMIT_ERROR_CODES = [429, 502, 503, 504, 520]
-RETRY_ERROR_CODES = [*RATE_LIMIT_ERROR_CODES, 404, 408, 500]
+from ._openai_client import RATE_LIMIT_ERROR_CODES as RATE_LIMIT_ERROR_CODES
+from ._openai_client import RETRY_ERROR_CODES as RETRY_ERROR_CODES
+from ._openai_client import NeMoGymAsyncOpenAI as NeMoGymAsyncOpenAI
 
 Status = Literal["in_progress", "completed", "incomplete"]
 

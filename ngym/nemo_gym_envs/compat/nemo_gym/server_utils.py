@@ -2,7 +2,8 @@
 
 `SimpleServer.run_webserver()` builds the server from its section of the run's configuration, adds NeMo Gym's
 liveness routes and exception handling to the FastAPI app `setup_webserver()` returns, and serves it on the
-socket ng_run bound. `ServerClient.post(server_name=..., url_path=...)` reaches any instance of the run by name
+socket ng_run bound (a server that uses Ray gets a local one first, on loopback: `_ray_local`).
+`ServerClient.post(server_name=..., url_path=...)` reaches any instance of the run by name
 (aiohttp, NeMo Gym's client, so `raise_for_status` and `get_response_json` take its responses).
 """
 
@@ -18,6 +19,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
+from ._ray_local import initialize_ray, server_uses_ray
 from ._runtime import current, installed
 from .config_types import BaseRunServerInstanceConfig, BaseServerConfig
 from .global_config import get_first_server_config_dict
@@ -30,6 +32,7 @@ __all__ = [
     "get_first_server_config_dict",
     "get_response_json",
     "get_server_url",
+    "initialize_ray",
     "raise_for_status",
     "request",
 ]
@@ -39,15 +42,19 @@ MAX_NUM_TRIES = 3
 
 
 class _Clients:
-    """The process's aiohttp session (NeMo Gym keeps one per process), made in the loop that first needs it."""
+    """The process's aiohttp session (NeMo Gym keeps one per process), made in the loop that needs it (again when
+    code of the environment's runs requests in an event loop of its own)."""
 
     session: aiohttp.ClientSession | None = None
+    loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def get(cls) -> aiohttp.ClientSession:
-        if cls.session is None or cls.session.closed:
+        loop = asyncio.get_running_loop()
+        if cls.session is None or cls.session.closed or cls.loop is not loop:
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
             cls.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+            cls.loop = loop
         return cls.session
 
 
@@ -209,6 +216,8 @@ class SimpleServer(BaseServer):
         from ._serving import serve_app
 
         runtime = current()
+        if server_uses_ray(cls):
+            initialize_ray()
         server = cls(config=cls.load_config_from_global_config(), server_client=ServerClient.load_from_global_config())
         app = server.setup_webserver()
         server.setup_liveness(app)

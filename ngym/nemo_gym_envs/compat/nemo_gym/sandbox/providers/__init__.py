@@ -1,0 +1,62 @@
+"""Sandbox providers: the protocol and its types (`base`), the registry, and the `local` provider."""
+
+from __future__ import annotations
+
+from .base import (
+    ConnectableProvider,
+    ExecResult,
+    SandboxCreateError,
+    SandboxCreateVerificationError,
+    SandboxEndpoint,
+    SandboxExecResult,
+    SandboxHandle,
+    SandboxProvider,
+    SandboxPtyError,
+    SandboxPtySession,
+    SandboxPtySpec,
+    SandboxResources,
+    SandboxSpec,
+    SandboxStatus,
+    SupportsSandboxBackgroundServices,
+    SupportsSandboxEndpoint,
+    SupportsSandboxNetwork,
+    SupportsSandboxPauseResume,
+    SupportsSandboxPortForwarding,
+    SupportsSandboxPty,
+    SupportsSandboxPtyAttach,
+    SupportsSandboxRuntimeRequirements,
+    SupportsSandboxSharedStorage,
+)
+from .local import LocalProvider
+from .registry import create_provider, get_provider_class, list_providers, register_provider
+
+__all__ = [
+    "ConnectableProvider",
+    "ExecResult",
+    "LocalProvider",
+    "SandboxCreateError",
+    "SandboxCreateVerificationError",
+    "SandboxEndpoint",
+    "SandboxExecResult",
+    "SandboxHandle",
+    "SandboxProvider",
+    "SandboxPtyError",
+    "SandboxPtySession",
+    "SandboxPtySpec",
+    "SandboxResources",
+    "SandboxSpec",
+    "SandboxStatus",
+    "SupportsSandboxBackgroundServices",
+    "SupportsSandboxEndpoint",
+    "SupportsSandboxNetwork",
+    "SupportsSandboxPauseResume",
+    "SupportsSandboxPortForwarding",
+    "SupportsSandboxPty",
+    "SupportsSandboxPtyAttach",
+    "SupportsSandboxRuntimeRequirements",
+    "SupportsSandboxSharedStorage",
+    "create_provider",
+    "get_provider_class",
+    "list_providers",
+    "register_provider",
+]
