@@ -1,5 +1,5 @@
-"""ng_status: list the servers of the running ng_run and whether each answers, and each restart of a replica
-(how its process ended, its last lines).
+"""ng_status: list the servers of the running ng_run and whether each answers, each replica that is down or
+starting again, and each restart of a replica (how its process ended, its last lines).
 
 Usage: ng_status [+head_server.port=11000] [+json=true | --json]
 
@@ -45,6 +45,8 @@ def run(args: list[str]) -> int:
             for line in vllm_lines(server):
                 print(line)
             for replica in server.get("replicas") or []:
+                if replica.get("state", "up") != "up":
+                    print(f"  {replica.get('label')} at {replica.get('url')} is {replica['state']} (restarting)")
                 if replica.get("restarts"):
                     print(f"  {restart_note(replica)}")
     return 1 if any(server["status"] != "ok" for server in servers) else 0

@@ -12,6 +12,12 @@ from ngym.placement.spec import PlannedInstance
 
 Show = Callable[[str], None]  # ng_run's output: every line goes through its redaction
 
+# A replica's state, as /servers and ng_status show it.
+UP = "up"  # it answers /health
+DOWN = "down"  # its process died; it waits for its restart (a local replica refuses connections meanwhile
+# when another replica of its instance is up: ngym.placement.listening)
+STARTING = "starting"  # started or restarted, not yet answering /health
+
 
 @dataclass(frozen=True, slots=True)
 class ReplicaInfo:
@@ -24,6 +30,7 @@ class ReplicaInfo:
     url: str | None
     pid: int | None
     node: str | None = None  # the Ray node it runs on; None for a local process
+    state: str = UP
     restarts: int = 0  # times it was restarted (by ng_run, or by Ray)
     # How the process before the running one ended ("killed by signal SIGKILL") and the last lines it printed;
     # known for local processes only.

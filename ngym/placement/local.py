@@ -2,7 +2,8 @@
 
 ng_run binds every replica's socket while it plans (a port in use is a configuration error before anything
 starts) and passes it to the child with the replica's launch on its standard input. The socket stays ng_run's:
-a replica that dies is restarted on it (ngym.placement.restarts), so its URL never changes.
+a replica that dies is restarted on it (ngym.placement.restarts), so its URL never changes; meanwhile it refuses
+connections when another replica of its instance serves (ngym.placement.listening), so callers go there.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ import aiohttp
 
 from ngym.config.errors import ConfigError
 from ngym.config.instances import InstanceSpec, server_url
-from ngym.http.app import bind_socket
 from ngym.lifetime import PARENT_PID_ENV
 from ngym.nemo_gym_envs.requirements import RequirementsError
 from ngym.nemo_gym_envs.venvs import InstallError, environment_python
-from ngym.placement.base import Placement, ReplicaInfo, Show
-from ngym.placement.restarts import RestartPolicy, describe_exit
+from ngym.placement.base import DOWN, STARTING, UP, Placement, ReplicaInfo, Show
+from ngym.placement.listening import bind_kept, steer
+from ngym.placement.restarts import RestartBudget, RestartPolicy, describe_exit
 from ngym.placement.spec import PlannedInstance, ServerLaunch
 from ngym.servers.directory import DirectoryEntry
 
@@ -55,7 +56,8 @@ class ChildServer:
     pump: asyncio.Task[None] | None = None
     launch: ServerLaunch | None = None  # what it was started with: a restart is started with the same
     python: Path | None = None
-    restarts: int = 0
+    state: str = STARTING  # UP once it answers /health; DOWN from its death to its restart, then STARTING
+    budget: RestartBudget = field(default_factory=lambda: RestartBudget(RestartPolicy()))
     last_exit: str | None = None  # how its last process ended (describe_exit), once it has been restarted
     last_output: tuple[str, ...] = ()  # the last lines that process printed
     respawn: asyncio.Task[None] | None = None  # a restart being started: close() waits for it, then stops it
@@ -75,6 +77,10 @@ class ChildServer:
     @property
     def startup_budget_s(self) -> float:
         return self.instance.startup_budget_s
+
+    @property
+    def restarts(self) -> int:
+        return self.budget.restarts
 
     def tail_text(self) -> str:
         return tail_text(self.tail)
@@ -103,7 +109,7 @@ async def pump_lines(stream: asyncio.StreamReader, show: Callable[[bytes], None]
 
 def bind_port(host: str, port: int, key: str, hint: str) -> socket.socket:
     try:
-        return bind_socket(host, port)
+        return bind_kept(host, port)
     except OSError as exc:
         raise ConfigError(f"{key}: cannot listen on {host}:{port}: {exc.strerror} ({hint})") from None
 
@@ -131,7 +137,8 @@ class LocalProcesses(Placement):
                     key = f"{spec.key_path}.port"
                     sock = bind_port(spec.host, port or 0, key, hint="remove the port to get a free one")
                     url = server_url({"host": spec.host, "port": sock.getsockname()[1]})
-                    self.children.append(ChildServer(instance, replica, sock, url))
+                    policy = RestartPolicy.for_instance(instance.max_restarts, instance.restart_refill_s)
+                    self.children.append(ChildServer(instance, replica, sock, url, budget=RestartBudget(policy)))
                     if replica == 0:
                         spec.section["host"] = spec.host
                         spec.section["port"] = sock.getsockname()[1]
@@ -231,6 +238,7 @@ class LocalProcesses(Placement):
                         )
                     if await answers(session, child.url + "/health"):
                         pending.remove(child)
+                        self._came_up(child)
                 late = [c for c in pending if time.monotonic() - started > timeout + c.startup_budget_s]
                 if late:
                     names = ", ".join(child.label for child in late)
@@ -261,27 +269,27 @@ class LocalProcesses(Placement):
 
     async def _keep_alive(self, child: ChildServer, stop: asyncio.Event) -> str | None:
         """Until `stop` (None) or `child` dies past its max_restarts (why, with its last output)."""
-        policy = RestartPolicy.for_instance(child.instance.max_restarts)
+        budget = child.budget
         while True:
             assert child.process is not None
             code = await child.process.wait()
             if stop.is_set():
                 return None
             _signal_group(child, signal.SIGKILL)  # what its group left (workers) must not serve on its socket
+            self._went_down(child)
             await self._drain(child)
             how = describe_exit(code)
-            if not policy.allows(child.restarts):
+            delay = budget.died()
+            if delay is None:
                 return (
-                    f"ng_run: {child.label} exited unexpectedly ({how}) after {child.restarts} of "
-                    f"{policy.budget()} restarts (max_restarts); stopping everything. "
+                    f"ng_run: {child.label} exited unexpectedly ({how}) after {budget.spent} of "
+                    f"{budget.policy.budget()} restarts (max_restarts); stopping everything. "
                     f"Its last output:\n{child.tail_text()}"
                 )
-            delay = policy.delay(child.restarts)
-            child.restarts += 1
             child.last_exit, child.last_output = how, tuple(child.tail)[-LAST_OUTPUT_LINES:]
             self.show(
                 f"ng_run: {child.label} exited unexpectedly ({how}); restarting it on {child.url} in {delay:g} s "
-                f"(restart {child.restarts} of {policy.budget()}). Its last output:\n{child.tail_text()}"
+                f"(restart {budget.shown()}). Its last output:\n{child.tail_text()}"
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
@@ -289,6 +297,7 @@ class LocalProcesses(Placement):
                 return None
             assert child.launch is not None
             child.tail.clear()
+            child.state = STARTING
             # Shielded: a stop that comes meanwhile must not lose a process just started (close() awaits it).
             child.respawn = asyncio.create_task(self._spawn(child, child.launch, child.python))
             await asyncio.shield(child.respawn)
@@ -296,10 +305,23 @@ class LocalProcesses(Placement):
             if failure or stop.is_set():
                 return failure
             if child.process.returncode is None:
+                self._came_up(child)
                 self.show(
                     f"ng_run: {child.label} restarted at {child.url} (pid {child.process.pid}, "
-                    f"restart {child.restarts} of {policy.budget()}, after {how})"
+                    f"restart {budget.shown()}, after {how})"
                 )
+
+    def _came_up(self, child: ChildServer) -> None:
+        child.state = UP
+        child.budget.up()
+        self._steer(child.instance)
+
+    def _went_down(self, child: ChildServer) -> None:
+        child.state = DOWN
+        self._steer(child.instance)
+
+    def _steer(self, instance: PlannedInstance) -> None:
+        steer([(child.state, child.sock) for child in self.children if child.instance is instance])
 
     async def _wait_back(self, child: ChildServer, stop: asyncio.Event) -> str | None:
         """Wait until a restarted replica answers /health, exits (its keeper sees it) or `stop`; why not, when
@@ -353,6 +375,7 @@ class LocalProcesses(Placement):
                 kind=child.instance.kind,
                 url=child.url,
                 pid=child.process.pid if child.process else None,
+                state=child.state,
                 restarts=child.restarts,
                 last_exit=child.last_exit,
                 last_output=child.last_output,

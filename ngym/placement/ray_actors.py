@@ -336,6 +336,11 @@ def _check_sections(instances: list[PlannedInstance]) -> None:
                 f"{spec.key_path}.port: {instance.num_replicas} replicas cannot share port {spec.port} "
                 "(two may land on one node; remove the port: each replica gets a free one)"
             )
+        if instance.restart_refill_s is not None:
+            problems.append(
+                f"{spec.key_path}.restart_refill_s: local processes only (Ray counts max_restarts over a replica's "
+                "whole run); remove it"
+            )
     if problems:
         raise ConfigError("\n".join(problems))
 

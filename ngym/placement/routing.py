@@ -3,6 +3,12 @@ goes to the least-loaded healthy replica (ties in rotation), every call of that 
 and a replica that cannot be reached leaves rotation until it answers /health again.
 
 Load is counted in rollouts held, not in requests: a rollout holds its replica from its first call to its last.
+
+A router learns that a replica is down from the failure itself, at no cost to any request: a replica that ng_run
+restarts refuses connections while another replica of its instance is up (ngym.placement.listening), so the
+first call that reaches it fails at once (a refused connection: it never saw the call) and the replica leaves
+rotation. It is probed soon after and then less often (PROBE_FIRST_S, doubling up to the router's interval), so
+a replica back from a short restart takes sessions again within a fraction of a second.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from ngym.http.client import NO_RETRY, HttpClient, UpstreamError
 from ngym.upstream.pool import Session, Upstream, UpstreamPool
 
 HEALTH_TIMEOUT_S = 5.0
+PROBE_FIRST_S = 0.05  # the first /health probe of a replica that just left rotation
 
 
 class ReplicaRouter:
@@ -23,6 +30,8 @@ class ReplicaRouter:
         self.http = http
         self.health_check_interval_s = health_check_interval_s
         self._probe: asyncio.Task[None] | None = None
+        self._probe_in = health_check_interval_s
+        self._went_down = asyncio.Event()
 
     @property
     def replicas(self) -> list[Upstream]:
@@ -54,12 +63,19 @@ class ReplicaRouter:
     def failed(self, replica: Upstream, error: UpstreamError) -> None:
         """A call to `replica` failed: out of rotation if the replica could not be reached at all. With a single
         replica there is nowhere else to go, so it stays."""
-        if error.server_unreachable and len(self.pool.upstreams) > 1:
+        if error.server_unreachable and len(self.pool.upstreams) > 1 and replica.healthy:
             self.pool.mark_down(replica)
+            self._probe_in = min(PROBE_FIRST_S, self.health_check_interval_s)
+            self._went_down.set()
 
     async def _probe_down(self) -> None:
         while True:
-            await asyncio.sleep(self.health_check_interval_s)
+            if not self.pool.down:
+                await self._went_down.wait()
+            self._went_down.clear()
+            with contextlib.suppress(TimeoutError):  # another replica going down starts the quick probes again
+                await asyncio.wait_for(self._went_down.wait(), self._probe_in)
+            self._probe_in = min(self._probe_in * 2, self.health_check_interval_s)
             for replica in self.pool.down:
                 with contextlib.suppress(UpstreamError):
                     result = await self.http.get(replica.base_url + "/health", retry=NO_RETRY, timeout=HEALTH_TIMEOUT_S)

@@ -93,6 +93,7 @@ class PlannedInstance:
     num_gpus: float | None = None
     resources: dict[str, float] | None = None
     max_restarts: int | None = None  # None: the placement's default (ngym.placement.restarts, ray_actors)
+    restart_refill_s: float | None = None  # local processes: None is ngym.placement.restarts' default
     nemo_gym: NemoGymEnvironment | None = None  # a NeMo Gym environment, run on its own venv
 
     @property

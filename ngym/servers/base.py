@@ -44,6 +44,9 @@ class ServerConfig(BaseModel):
     resources: dict[str, float] | None = Field(default=None, description="Ray: custom resources per replica")
     max_restarts: int | None = Field(default=None, ge=-1, description="restarts of a replica that dies (3, -1: any)")
     metrics: bool = Field(default=True, description="serve Prometheus metrics at /metrics (ngym.observability)")
+    restart_refill_s: float | None = Field(
+        default=None, ge=0, description="local: healthy seconds that give one restart back (1800, 0: never)"
+    )
     # Descriptive metadata found in NeMo Gym configs; accepted so those configs work unchanged.
     domain: str | None = None
     description: str | None = None

@@ -34,7 +34,8 @@ def servers_listing(
 ) -> list[dict[str, Any]]:
     """Every instance with `urls`, one per replica as the placement reports them (without a placement, the
     address its section gives), and `url`, the first of them. With a placement, `replicas` too: each one's url,
-    pid and restarts, with how the process before it ended and its last lines (through `redact_line`)."""
+    pid, state (up, down, starting) and restarts, with how the process before it ended and its last lines
+    (through `redact_line`)."""
     listing = []
     for spec in iter_instances(config):
         entry: dict[str, Any] = {
@@ -57,6 +58,7 @@ def _replica_entry(replica: ReplicaInfo, redact_line: Callable[[str], str]) -> d
         "label": replica.label,
         "url": replica.url,
         "pid": replica.pid,
+        "state": replica.state,
         "restarts": replica.restarts,
         "last_exit": replica.last_exit,
         "last_output": [redact_line(line) for line in replica.last_output],

@@ -11,9 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ngym.http.app import json_response, read_json_object, validate
+from ngym.http.app import HttpError, json_response, read_json_object, validate
 from ngym.servers.base import Server, ServerConfig
-from ngym.servers.sessions import new_session_id, session_id_from, set_session_cookie
+from ngym.servers.sessions import new_session_id, opened_here, session_id_from, set_session_cookie
 from ngym.servers.wire import SeedSessionRequest, VerifyRequest
 
 __all__ = ["CONTROL_ROUTES", "ResourcesServer", "ResourcesServerConfig", "SeedSessionRequest", "Tool", "VerifyRequest"]
@@ -43,7 +43,8 @@ CONTROL_ROUTES = frozenset({"seed_session", "verify", "health"})
 class ResourcesServer(Server[RC]):
     """Every body is checked here, before a subclass sees it: /seed_session against `seed_request_model`,
     /verify against `verify_request_model` (subclass either to require fields of your rows), each tool's
-    arguments against its declared model. A caller's mistake is a 422 naming the field."""
+    arguments against its declared model. A caller's mistake is a 422 naming the field. A session's state lives
+    in the process that seeded it: a call of a session from before a restart is refused (503, `session_lost`)."""
 
     server_type = "resources_servers"
     config_model: ClassVar[type[ServerConfig]] = ResourcesServerConfig
@@ -82,13 +83,26 @@ class ResourcesServer(Server[RC]):
     async def _verify(self, request: Request) -> Response:
         row = await read_json_object(request)
         body = validate(self.verify_request_model, row, "verify request")
-        scored = await self.verify(body, session_id_from(request) or "")
+        scored = await self.verify(body, self._session(request))
         return json_response({**row, **scored})
+
+    def _session(self, request: Request) -> str:
+        """The request's session; one opened by an earlier process of this replica (it died and was restarted)
+        has lost its state: a 503, which fails the rollout as an infrastructure failure to be run again."""
+        session_id = session_id_from(request) or ""
+        if session_id and not opened_here(session_id):
+            raise HttpError(
+                503,
+                f"session {session_id} was opened by an earlier process of {self.context.instance_name}, which "
+                "exited: its state is gone (run the rollout again from /seed_session)",
+                code="session_lost",
+            )
+        return session_id
 
     def _tool_endpoint(self, tool: Tool[Any]) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             body = validate(tool.body, await read_json_object(request), f"arguments of tool {tool.name}")
-            result = await tool.handler(body, session_id_from(request) or "")
+            result = await tool.handler(body, self._session(request))
             return json_response(result.model_dump() if isinstance(result, BaseModel) else result)
 
         return endpoint

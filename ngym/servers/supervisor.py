@@ -103,6 +103,7 @@ def plan_run(loaded: LoadedConfig) -> RunPlan:
                 num_gpus=server_config.num_gpus,
                 resources=server_config.resources,
                 max_restarts=server_config.max_restarts,
+                restart_refill_s=server_config.restart_refill_s,
             )
         )
     if problems:
