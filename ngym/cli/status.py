@@ -18,9 +18,8 @@ from ngym.cli.common import repo_root, run_cli
 from ngym.config.errors import ConfigError
 from ngym.config.instances import DEFAULT_HEAD_PORT, DEFAULT_HOST, connect_host
 from ngym.config.load import load_config
-from ngym.http.probe import answers
-from ngym.observability.status_view import attach_vllm_servers, vllm_lines
-from ngym.servers.head import fetch_from_head
+from ngym.observability.status_view import vllm_lines
+from ngym.servers.gym_load import gym_servers
 
 
 def run(args: list[str]) -> int:
@@ -32,10 +31,7 @@ def run(args: list[str]) -> int:
         raise ConfigError(f"unknown arguments: {', '.join(unknown)} (ng_status takes +head_server.port and +json)")
     head = values.get("head_server") or {}
     host, port = connect_host(str(head.get("host") or DEFAULT_HOST)), int(head.get("port") or DEFAULT_HEAD_PORT)
-    servers = fetch_from_head(host, port, "/servers")
-    for server in servers:
-        server["status"] = "ok" if server.get("url") and answers(server["url"]) else "not answering"
-    attach_vllm_servers(servers)
+    servers = gym_servers(host, port)
     if as_json or values.get("json"):
         print(orjson.dumps(servers).decode())
     else:

@@ -2,10 +2,12 @@
 
 Usage: ng_viewer +jsonl_fpath=results/vllm_rollouts.jsonl [+host=127.0.0.1] [+port=7860]
                  [+tokenizer=<model dir>] [+compare_jsonl_fpath=<other rollouts>] [+pass_threshold=1.0]
-                 [+allowed_hosts=[<name>, ...]]
+                 [+allowed_hosts=[<name>, ...]] [+head_server.port=11000]
 
 The page answers only to its own host names (127.0.0.1, localhost, [::1], +host, and +allowed_hosts). Served on
 an address other machines can reach (+host other than loopback), it asks for a token, printed in its address.
+With +head_server.port (and +head_server.host), the page's Gym view shows that running ng_run's servers and the
+load of each vLLM server, as ng_status does.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import errno
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvloop
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ngym.cli.common import repo_root, run_cli
 from ngym.config.errors import ConfigError
+from ngym.config.instances import DEFAULT_HEAD_PORT, DEFAULT_HOST, connect_host
 from ngym.config.load import load_config
 from ngym.http.app import EmbeddedUvicorn, bind_socket, uvicorn_config
 from ngym.http.hosts import allowed_hosts, hosts_setting, is_loopback
@@ -41,6 +45,7 @@ class ViewerArgs(BaseModel):
     compare_jsonl_fpath: str | None = None
     pass_threshold: float = 1.0
     allowed_hosts: list[str] | str | None = None
+    head_server: dict[str, Any] | None = None  # {port, host} of a running ng_run: the Gym view
 
 
 def parse(args: list[str]) -> ViewerArgs:
@@ -78,7 +83,11 @@ def config_from(args: ViewerArgs) -> ViewerConfig:
     if args.tokenizer:
         directory = Path(args.tokenizer).expanduser()
         vocab = Vocab.load(directory if directory.is_absolute() else Path.cwd() / directory, name=args.tokenizer)
-    return ViewerConfig(rollouts, compare, vocab, args.pass_threshold, label=args.jsonl_fpath)
+    head = None
+    if args.head_server is not None:
+        host = connect_host(str(args.head_server.get("host") or DEFAULT_HOST))
+        head = (host, int(args.head_server.get("port") or DEFAULT_HEAD_PORT))
+    return ViewerConfig(rollouts, compare, vocab, args.pass_threshold, label=args.jsonl_fpath, gym_head=head)
 
 
 def run(args: list[str]) -> int:

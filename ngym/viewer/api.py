@@ -3,6 +3,7 @@ the parameter or row at fault."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,8 +12,10 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from ngym.config.errors import ConfigError
 from ngym.http.app import HttpError
 from ngym.rollouts.keys import TASK_INDEX
+from ngym.servers.gym_load import gym_servers
 from ngym.viewer import stats
 from ngym.viewer.conversation import failure_view, rollout_view, value_at
 from ngym.viewer.queries import ordered, parse_table_query, positive_int, row_id, table
@@ -85,7 +88,19 @@ class Api:
             ("/api/groups", self.groups),
             ("/api/groups/{task}", self.group),
             ("/api/compare", self.compare),
+            ("/api/gym", self.gym),
         ]
+
+    async def gym(self, _request: Request) -> dict[str, Any]:
+        """The running gym's servers and each vLLM's load (ngym.servers.gym_load), asked off the event loop."""
+        head = self.viewer.config.gym_head
+        if head is None:
+            raise HttpError(404, "no gym to show: start ng_viewer with +head_server.port=<ng_run's head port>")
+        try:
+            servers = await asyncio.to_thread(gym_servers, *head)
+        except ConfigError as exc:
+            raise HttpError(502, str(exc)) from None
+        return {"head": f"http://{head[0]}:{head[1]}", "servers": servers}
 
     def _table_items(self, request: Request) -> list[tuple[str, str]]:
         return list(request.query_params.multi_items())

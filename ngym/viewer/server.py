@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import inspect
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -94,7 +95,10 @@ def viewer_app(viewer: Viewer, *, hosts: frozenset[str] | None = None, token: st
     def json_route(path: str, handler: Callable[[Request], Any]) -> Route:
         async def endpoint(request: Request) -> Response:
             try:
-                return json_response(handler(request), headers=API_HEADERS)
+                answer = handler(request)
+                if inspect.isawaitable(answer):  # a handler that waits on the network (the Gym view)
+                    answer = await answer
+                return json_response(answer, headers=API_HEADERS)
             except RowGone as exc:
                 raise HttpError(409, f"{exc}; reload the page") from None
 

@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ngym.config.secrets import redact
 from ngym.http.app import HttpError
 from ngym.rollouts.output import failures_path, summary_path
+from ngym.rollouts.progress import progress_path
 from ngym.viewer import stats
 from ngym.viewer.build import build, new_index
 from ngym.viewer.index import RowGone, RowIndex
@@ -30,6 +33,7 @@ class ViewerConfig:
     pass_threshold: float = 1.0
     parallel: bool = True
     label: str | None = None  # the file as the user named it (the page's title)
+    gym_head: tuple[str, int] | None = None  # a running ng_run's head server (host, port): the page's Gym view
 
 
 class Viewer:
@@ -40,6 +44,7 @@ class Viewer:
         self.other = new_index(config.compare, "rollouts") if config.compare else None
         self.cache = Cache()
         self.problem: str | None = None
+        self.progress = ProgressFile(progress_path(config.rollouts))
 
     @property
     def indexes(self) -> list[RowIndex]:
@@ -85,6 +90,8 @@ class Viewer:
             "compare": None if other is None else {"file": str(other.path), "rows": other.rows},
             "tokenizer": self.config.tokenizer.name if self.config.tokenizer else None,
             "pass_threshold": self.config.pass_threshold,
+            "progress": self.progress.read(),
+            "gym": self.config.gym_head is not None,
         }
 
     def fields(self) -> dict[str, Any]:
@@ -137,3 +144,27 @@ class Viewer:
         shown = redact(row)
         assert isinstance(shown, dict)
         return shown
+
+
+class ProgressFile:
+    """The collector's `<output>.progress.json` beside the rollouts file (ngym.rollouts.progress), read again only
+    when it changed: the page's live line shows its rate, ETA and state."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+        self._value: dict[str, Any] | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            self._seen, self._value = None, None
+            return None
+        if (stat.st_mtime_ns, stat.st_size) != self._seen:
+            try:
+                value = orjson.loads(self.path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                return self._value  # replaced while read: the last one stands until the next look
+            self._seen, self._value = (stat.st_mtime_ns, stat.st_size), value if isinstance(value, dict) else None
+        return self._value

@@ -2,11 +2,12 @@
 import { errorBox, fmt, getJson, h } from './dom.js';
 import * as compare from './compare.js';
 import * as groups from './groups.js';
+import * as gym from './gym.js';
 import * as rollout from './rollout.js';
 import * as summary from './summary.js';
 import * as table from './table.js';
 
-const VIEWS = { summary, rollouts: table, rollout, groups, task: groups.task, compare };
+const VIEWS = { summary, rollouts: table, rollout, groups, task: groups.task, compare, gym };
 const NAV_OF = { rollout: 'rollouts', task: 'groups' };
 const POLL_MS = 1500;
 
@@ -70,9 +71,30 @@ function showStatus() {
   const what = busy ? `indexing ${share}%` : status.exists ? 'live' : 'file missing';
   live.replaceChildren(h('span', { class: busy ? 'dot busy' : 'dot' }),
     h('span', { testid: 'live-rows' }, `${fmt(status.rows)} rollouts`),
-    status.failures ? ` · ${fmt(status.failures)} failed` : '', ` · ${what}`,
+    status.failures ? ` · ${fmt(status.failures)} failed` : '', ` · ${what}`, progressText(status.progress),
     status.problem ? h('span', { class: 'warn' }, ` · ${status.problem}`) : '');
   document.querySelector('#nav a[data-view="compare"]').hidden = !status.compare;
+  document.querySelector('#nav a[data-view="gym"]').hidden = !status.gym;
+}
+
+// The collector's progress file (<output>.progress.json): its state, rate and ETA while it runs.
+function progressText(progress) {
+  if (!progress) return '';
+  const parts = [` · collector ${progress.state}`];
+  if (progress.expected) parts.push(` ${fmt(progress.done)}/${fmt(progress.expected)}`);
+  const rate = progress.rate && progress.rate.recent;
+  if (progress.state === 'running' && rate) parts.push(` · ${fmt(rate, 1)}/s`);
+  if (progress.state === 'running' && progress.eta_s !== null && progress.eta_s !== undefined) {
+    parts.push(` · ETA ${duration(progress.eta_s)}`);
+  }
+  return h('span', { testid: 'live-progress' }, parts.join(''));
+}
+
+function duration(seconds) {
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
 async function poll() {
