@@ -17,6 +17,7 @@ from typing import Any
 
 from ngym.http.probe import answers
 from ngym.rollouts.failures import INVALID_TASK
+from ngym.rollouts.output import failures_path
 from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
 from ngym.testing.vllm_standin import Hold, StandinScript, StandinServer
 from ngym.testing.waiting import line_count, pid_alive, wait_until
@@ -40,7 +41,7 @@ def test_random_kill_9s_during_a_collection_lose_no_rollout_and_leave_nothing_be
     seed = int(os.environ.get("NGYM_CHAOS_SEED") or 20261205)
     chance = random.Random(seed)
     log, output = tmp_path / "ng_run.log", tmp_path / "out.jsonl"
-    failures_file = tmp_path / "out.jsonl.failures.jsonl"
+    failures_file = failures_path(tmp_path / "out.jsonl")
     expected = TASKS * REPEATS
     args = [
         "+agent_name=simple_weather_simple_agent",
