@@ -9,11 +9,13 @@ Ctrl-C stops ng_run, which stops vLLM.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from ngym.testing.gym_process import GymProcess
+from ngym.api.process import NgRun
+from ngym.config.errors import ConfigError
 from ngym.vllm.process import find_vllm_python
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,15 +64,18 @@ def main() -> int:
         print(f"demo: no trained policy in {POLICY_DIR}; run `make policy` to train one", file=sys.stderr)
         return 1
     (ROOT / OUTPUT).unlink(missing_ok=True)  # a fresh demo each time, not a resumed one
-    gym = GymProcess(ROOT, CONFIG_PATHS)
+    gym = NgRun([f"+config_paths=[{', '.join(CONFIG_PATHS)}]"], cwd=ROOT)
     print(f"demo: ng_run {' '.join(gym.args)}", flush=True)  # a free head port: a running gym is left alone
     print("demo: (it starts vLLM's CPU build on the weather policy; about half a minute)", flush=True)
-    with gym.start(timeout=STARTUP_TIMEOUT_S):
-        print(f"demo: ng_collect_rollouts {' '.join(COLLECT)} +head_server.port={gym.head_port}", flush=True)
-        result = gym.collect(*COLLECT, check=False)
-        print(result.stdout, end="")
-        if result.returncode != 0:
-            print(result.stderr[-3000:], file=sys.stderr)
+    try:
+        gym.start(timeout=STARTUP_TIMEOUT_S)
+    except ConfigError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    with gym:
+        collect = [*COLLECT, f"+head_server.port={gym.head_port}"]
+        print(f"demo: ng_collect_rollouts {' '.join(collect)}", flush=True)
+        result = subprocess.run([sys.executable, "-m", "ngym.cli.collect", *collect], cwd=ROOT, check=False)
         _show_rollout(ROOT / OUTPUT)
         print("demo: Ctrl-C to ng_run (it stops its servers and the vLLM it started)", flush=True)
     print(f"demo: done; rollouts are in {OUTPUT}; everything it started is stopped")

@@ -77,7 +77,7 @@ class Gym:
                 raise ConfigError("Gym.start needs a config dict or config_paths")
             head_port = head_port_of(list(overrides))
             args = [f"+config_paths=[{', '.join(paths)}]", *overrides, f"++head_server.port={head_port}"]
-            running = ng_run_process(args, head_port, "ngym.api", ready_timeout_s)
+            running = ng_run_process(args, "ngym.api", ready_timeout_s)
             await asyncio.to_thread(running.__enter__)
             try:
                 yield await asyncio.to_thread(cls.connect, head_port)

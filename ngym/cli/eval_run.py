@@ -86,6 +86,6 @@ def run_end_to_end(overrides: list[str]) -> int:
     output = collect.build_plan(parsed, {}).output_path  # the input checked, and the output locked, first
     with (
         OutputLock.acquire(output, "gym eval run") as lock,
-        ng_run_process([*for_servers, f"++head_server.port={head_port}"], head_port, "gym eval run"),
+        ng_run_process([*for_servers, f"++head_server.port={head_port}"], "gym eval run"),
     ):
         return collect.run_locked(parsed, lock)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ngym.config.errors import ConfigError
 from ngym.protocol.options import ConversionOptions
 from ngym.protocol.requests import responses_to_chat_request
 from ngym.protocol.splice_ids import with_family_call_ids
@@ -95,7 +96,7 @@ def test_weather_rollouts_on_a_mistral_like_template_are_token_exact(vllm_server
 
 
 def test_ng_run_refuses_a_gpt_oss_like_template_before_any_rollout(vllm_server: VllmServer, tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="ng_run exited") as info:
+    with pytest.raises(ConfigError, match="ng_run exited") as info:
         gym(vllm_server, tmp_path, "gpt_oss_like").start()
     message = " ".join(str(info.value).split())
     assert "token_exact: require" in message
