@@ -30,11 +30,9 @@ import yaml
 from ngym.api.process import DEFAULT_READY_TIMEOUT_S, head_port_of, ng_run_process
 from ngym.config.errors import ConfigError
 from ngym.config.instances import DEFAULT_HOST, connect_host
-from ngym.http.client import HttpClient, RetryPolicy, Timeouts
-from ngym.rollouts.collect import check_run
-from ngym.rollouts.engine import AgentUrls, Outcome, run_rollouts
+from ngym.rollouts.engine import AgentUrls, Outcome, rollout_client, run_rollouts
 from ngym.rollouts.progress import FAILED, FINISHED, STOPPED, CollectProgress
-from ngym.rollouts.tasks import TaskSource, iter_tasks
+from ngym.rollouts.tasks import TaskSource, check_run, iter_tasks
 from ngym.servers.head import agents_of, fetch_from_head
 
 __all__ = ["CollectProgress", "Gym", "Outcome"]
@@ -116,10 +114,7 @@ class Gym:
             rows=rows,
         )
         check = check_run(source, self.agent_urls, set())
-        http = HttpClient(
-            timeouts=Timeouts(total=rollout_timeout_s),
-            retry=RetryPolicy(max_attempts=max_attempts, deadline=rollout_timeout_s),
-        )
+        http = rollout_client(rollout_timeout_s, max_attempts)
         stop = stop or asyncio.Event()
         progress = progress or CollectProgress()
         progress.begin(check.rollouts)

@@ -17,12 +17,11 @@ from tqdm import tqdm
 
 from ngym.config.errors import ConfigError
 from ngym.gc_tuning import tune_garbage_collector
-from ngym.http.client import HttpClient, RetryPolicy, Timeouts
-from ngym.rollouts.engine import AgentUrls, run_rollouts
+from ngym.rollouts.engine import AgentUrls, rollout_client, run_rollouts
 from ngym.rollouts.failures import (
     ConsecutiveFailures,
 )
-from ngym.rollouts.keys import AGENT_REF, RolloutKey
+from ngym.rollouts.keys import RolloutKey
 from ngym.rollouts.output import (
     JsonlAppender,
     failures_path,
@@ -41,7 +40,7 @@ from ngym.rollouts.progress import (
     progress_path,
 )
 from ngym.rollouts.summary import Summary
-from ngym.rollouts.tasks import TaskCheck, TaskSource, check_tasks, iter_tasks, unused_repeat_entries
+from ngym.rollouts.tasks import TaskCheck, TaskSource, check_run, iter_tasks, unused_repeat_entries
 
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
 
@@ -87,10 +86,7 @@ async def collect(
     progress_file.unlink(missing_ok=True)  # never an earlier run's
     reporter = ProgressReporter(tracker, progress, progress_file, plan.progress_interval_s, log)
     state = FAILED  # unless the loop below ends
-    http = HttpClient(
-        timeouts=Timeouts(total=plan.rollout_timeout_s),
-        retry=RetryPolicy(max_attempts=plan.max_attempts, deadline=plan.rollout_timeout_s),
-    )
+    http = rollout_client(plan.rollout_timeout_s, plan.max_attempts)
     tune_garbage_collector()
     started = time.monotonic()
     in_a_row = ConsecutiveFailures(plan.max_consecutive_failures)
@@ -195,20 +191,6 @@ class StopSignals:
 
 def _check(plan: CollectPlan, done: set[RolloutKey]) -> TaskCheck:
     return check_run(plan.source, plan.agent_urls, done)
-
-
-def check_run(source: TaskSource, agent_urls: AgentUrls, done: set[RolloutKey]) -> TaskCheck:
-    """Every row checked, and every agent the rows name running, before anything starts."""
-    check = check_tasks(source, done)
-    known = ", ".join(sorted(agent_urls)) or "none"
-    for name, use in check.agents.items():
-        if name not in agent_urls:
-            named_by = f"its {AGENT_REF} names" if use.from_row else "+agent_name gives it"
-            raise ConfigError(
-                f"{source.name}:{use.first_line}: {named_by} the agent {name!r}, which is not running in "
-                f"ng_run (its agents: {known})"
-            )
-    return check
 
 
 def _begin_progress(output: Path, summary: Summary) -> CollectProgress:

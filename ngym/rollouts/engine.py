@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from ngym.http.client import HttpClient, UpstreamError
+from ngym.http.client import HttpClient, RetryPolicy, Timeouts, UpstreamError
 from ngym.observability.tracing import rollout_header
 from ngym.placement.routing import ReplicaRouter
 from ngym.rollouts.bounded import run_bounded
@@ -41,6 +41,16 @@ class Outcome:
 
 
 AgentUrls = Mapping[str, str | Sequence[str]]  # agent name -> its URL, or every replica's
+
+
+def rollout_client(rollout_timeout_s: float, max_attempts: int) -> HttpClient:
+    """The client every collection sends its /run requests with (the CLI's and the Python API's): a rollout's
+    whole time is its timeout, and an answer of 429/5xx or a dropped connection is tried again within
+    `max_attempts` and that time."""
+    return HttpClient(
+        timeouts=Timeouts(total=rollout_timeout_s),
+        retry=RetryPolicy(max_attempts=max_attempts, deadline=rollout_timeout_s),
+    )
 
 
 async def run_rollouts(

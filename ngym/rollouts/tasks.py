@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,3 +268,17 @@ def _lines(numbers: list[int]) -> str:
     shown = ", ".join(str(n) for n in numbers[:SHOWN_LINES])
     more = f" and {len(numbers) - SHOWN_LINES} more" if len(numbers) > SHOWN_LINES else ""
     return f"line{'s' if len(numbers) > 1 else ''} {shown}{more}"
+
+
+def check_run(source: TaskSource, agents: Collection[str], done: set[RolloutKey]) -> TaskCheck:
+    """Every row checked, and every agent the rows name running, before anything starts."""
+    check = check_tasks(source, done)
+    known = ", ".join(sorted(agents)) or "none"
+    for name, use in check.agents.items():
+        if name not in agents:
+            named_by = f"its {AGENT_REF} names" if use.from_row else "+agent_name gives it"
+            raise ConfigError(
+                f"{source.name}:{use.first_line}: {named_by} the agent {name!r}, which is not running in "
+                f"ng_run (its agents: {known})"
+            )
+    return check
