@@ -2,5 +2,5 @@
 
 A placement starts, watches and stops every replica of every instance; each replica is handed a ServerLaunch
 (its own section, the few run-wide settings servers read, and where the other instances listen), never the
-whole configuration. Callers route over replicas with ngym.placement.routing.
+whole configuration. Callers route over replicas with ngym.upstream.routing.
 """

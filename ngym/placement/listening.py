@@ -3,7 +3,7 @@ refuses connections so that its callers go to another replica at once.
 
 While its process is dead, a replica whose instance has another replica serving stops listening: a connection
 is refused at once (and the connections queued on it, which no process will take, are reset), so a router
-(ngym.placement.routing) moves the session to a live replica on its first try, and takes the replica back once
+(ngym.upstream.routing) moves the session to a live replica on its first try, and takes the replica back once
 its /health answers again. Nothing is added to any request: a router learns of the death by the refusal itself.
 The restarted process listens again on the same socket when it starts serving (asyncio's create_server listens
 on the socket it is given), so connections are refused until the new process can take them. A replica with no

@@ -29,10 +29,10 @@ from ngym.lifetime import PARENT_PID_ENV
 from ngym.nemo_gym_envs.requirements import RequirementsError
 from ngym.nemo_gym_envs.venvs import InstallError, environment_python
 from ngym.placement.base import DOWN, STARTING, UP, Placement, ReplicaInfo, Show
+from ngym.placement.directory import DirectoryEntry
 from ngym.placement.listening import bind_kept, steer
 from ngym.placement.restarts import RestartBudget, RestartPolicy, describe_exit
 from ngym.placement.spec import PlannedInstance, ServerLaunch
-from ngym.servers.directory import DirectoryEntry
 
 STOP_GRACE_SECONDS = 10.0
 TAIL_LINES = 40

@@ -23,8 +23,8 @@ from typing import Any
 from ngym.config.errors import ConfigError
 from ngym.config.instances import find_references
 from ngym.placement.base import Placement, ReplicaInfo
+from ngym.placement.directory import DirectoryEntry
 from ngym.placement.spec import PlannedInstance
-from ngym.servers.directory import DirectoryEntry
 
 NODE_IP_KEY = "ray_node_ip_address"  # ngym's: this machine's address in the cluster (default: Ray's choice)
 DEFAULT_MAX_RESTARTS = 3

@@ -16,7 +16,7 @@ from ngym.config.instances import RUN_DIR_KEY, InstanceSpec
 from ngym.config.secrets import secret_values
 from ngym.http.hosts import ALLOWED_HOSTS_KEY
 from ngym.observability.tracing import TRACES_KEY
-from ngym.servers.directory import DirectoryEntry, directory_from_config
+from ngym.placement.directory import DirectoryEntry, directory_from_config
 
 if TYPE_CHECKING:
     from ngym.nemo_gym_envs.detect import NemoGymEnvironment

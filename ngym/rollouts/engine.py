@@ -18,11 +18,11 @@ import orjson
 
 from ngym.http.client import HttpClient, RetryPolicy, Timeouts, UpstreamError
 from ngym.observability.tracing import rollout_header
-from ngym.placement.routing import ReplicaRouter
 from ngym.rollouts.bounded import run_bounded
 from ngym.rollouts.failures import AGENT, RolloutFailed, from_agent_answer, from_upstream_error, reported_failure
 from ngym.rollouts.keys import AGENT_REF, ROLLOUT_INDEX, TASK_INDEX
 from ngym.rollouts.tasks import Task
+from ngym.upstream.routing import ReplicaRouter
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,8 @@ from ngym.http.client import HttpClient
 from ngym.http.guard import ErrorAnswers, ErrorGuard, exception_handlers
 from ngym.http.hosts import ALLOWED_HOSTS_KEY, allowed_hosts, hosts_setting
 from ngym.observability.http_metrics import METRICS_PATH, RequestMetrics, ServerMetrics
+from ngym.placement.directory import Directory
 from ngym.placement.spec import ServerLaunch, launch_from_config
-from ngym.servers.directory import Directory
 
 
 class ServerConfig(BaseModel):

@@ -1,7 +1,7 @@
 """simple_agent: call the model; run each function call on the resources server; repeat until an answer.
 
 With several replicas of the model server or the resources server, each rollout holds one replica of each, the
-least loaded when it starts (ngym.placement.routing): its session lives there. A replica that cannot be reached
+least loaded when it starts (ngym.upstream.routing): its session lives there. A replica that cannot be reached
 fails the rollouts it held (the collector retries them) and leaves rotation until it answers again.
 """
 
@@ -19,12 +19,12 @@ from pydantic import Field
 from ngym.http.app import HttpError, error_message, error_object
 from ngym.http.client import NO_RETRY, HttpClient, HttpResult, Timeouts, UpstreamError
 from ngym.http.cookies import CookieStore
-from ngym.placement.routing import ReplicaRouter
 from ngym.rollouts.failures import AGENT, MODEL, TOOL, VERIFY, is_task_refusal
 from ngym.servers.agent import Agent, AgentConfig
 from ngym.servers.base import ServerReference
 from ngym.servers.resources import CONTROL_ROUTES
 from ngym.upstream.pool import Upstream
+from ngym.upstream.routing import ReplicaRouter
 
 # OpenAI's rule for function names; it also keeps a name a single path segment.
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")

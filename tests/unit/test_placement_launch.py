@@ -14,9 +14,9 @@ import pytest
 from ngym.config.errors import ConfigError
 from ngym.config.instances import InstanceSpec
 from ngym.config.load import load_config
+from ngym.placement.directory import Directory, DirectoryEntry
 from ngym.placement.local import LocalProcesses
 from ngym.placement.spec import ServerLaunch
-from ngym.servers.directory import Directory, DirectoryEntry
 from ngym.servers.supervisor import RunPlan, plan_run
 from resources_servers.simple_weather.app import SimpleWeather
 from responses_api_agents.simple_agent.app import SimpleAgent

@@ -23,13 +23,13 @@ from starlette.routing import Route
 
 from ngym.http.app import bind_socket, json_response, serve_in_background
 from ngym.http.client import HttpClient, UpstreamError
-from ngym.placement.routing import ReplicaRouter
+from ngym.placement.directory import DirectoryEntry
 from ngym.placement.spec import ServerLaunch
-from ngym.servers.directory import DirectoryEntry
 from ngym.servers.resources import SeedSessionRequest
 from ngym.testing.tiny_model import SERVED_MODEL_NAME
 from ngym.testing.vllm_server import free_port
 from ngym.testing.vllm_standin import StandinScript, StandinServer
+from ngym.upstream.routing import ReplicaRouter
 from resources_servers.simple_weather.app import (
     GetWeatherRequest,
     GetWeatherResponse,

@@ -23,13 +23,13 @@ import pytest
 import uvloop
 
 from ngym.http.client import HttpClient
-from ngym.placement.routing import ReplicaRouter
 from ngym.rollouts import engine
 from ngym.rollouts.collect import CollectPlan, collect
 from ngym.rollouts.engine import Outcome, row_keys, run_rollouts
 from ngym.rollouts.failures import MODEL, RolloutFailed
 from ngym.rollouts.output import failures_path, summary_path
 from ngym.rollouts.tasks import Task, TaskSource
+from ngym.upstream.routing import ReplicaRouter
 
 AGENT_URLS = {"agent": "http://127.0.0.1:9"}  # never called: the rollouts are fakes
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
