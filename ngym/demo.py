@@ -1,4 +1,5 @@
-"""`make demo`: the seed's two commands, exactly as a user types them, on an embedded default.
+"""`make demo`: the user guide's two commands (docs/vllm_model.md), exactly as a user types them, on an embedded
+default.
 
 `ng_run` starts the model server as `local_vllm_model` with `weather_policy_cpu.yaml`: it launches vLLM's CPU
 build on the trained weather policy in models/weather-policy (`make policy` rebuilds it) and serves exactly as

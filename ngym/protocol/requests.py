@@ -13,7 +13,8 @@ from ngym.protocol.input_items import input_to_messages
 from ngym.protocol.options import ConversionOptions
 from ngym.protocol.shapes import JSON
 
-# Responses request fields with no Chat Completions counterpart, dropped on purpose (README.md says why).
+# Responses request fields with no Chat Completions counterpart (server-side state, background runs, ...): dropped on
+# purpose, since vLLM's chat route has nothing they could mean.
 RESPONSES_DROPPED_FIELDS = frozenset(
     {
         "access_programs",

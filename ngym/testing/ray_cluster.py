@@ -1,4 +1,4 @@
-"""A real Ray cluster on this machine for tests (issue 16): a head node and a second node carrying a custom
+"""A real Ray cluster on this machine for tests: a head node and a second node carrying a custom
 resource that stands for a second machine, every one on 127.0.0.1; and what listens off loopback."""
 
 from __future__ import annotations
