@@ -10,6 +10,7 @@ back, the rollouts still in flight are cancelled and the rest never start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -80,11 +81,14 @@ async def run_rollouts(
 async def run_rollout(http: HttpClient, agent: ReplicaRouter, task: Task) -> Outcome:
     """One rollout on a replica of its agent; any exception a request can raise ends as a classified failure,
     never escapes. A replica that cannot be reached never saw the rollout: it leaves rotation and the rollout
-    goes to the next one at once."""
-    for _ in agent.replicas:
+    goes to the next one at once, and each replica may be tried twice (it may be back from a restart by then)."""
+    several = len(agent.replicas) > 1
+    # With several replicas, a refused or dropped connection moves the rollout at once instead of retrying in place.
+    retry = dataclasses.replace(http.retry, reconnect=False) if several else None
+    for _ in range(2 * len(agent.replicas)):
         with agent.hold() as replica:
             try:
-                return Outcome(task, await _scored_row(http, replica.base_url, task))
+                return Outcome(task, await _scored_row(http, replica.base_url, task, retry))
             except UpstreamError as exc:
                 agent.failed(replica, exc)  # out of rotation if unreachable and not the only replica
                 if replica.healthy or not any(other.healthy for other in agent.replicas):
@@ -96,9 +100,10 @@ async def run_rollout(http: HttpClient, agent: ReplicaRouter, task: Task) -> Out
     return Outcome(task, None, RolloutFailed(AGENT, f"no replica of agent {task.agent!r} could be reached"))
 
 
-async def _scored_row(http: HttpClient, agent_url: str, task: Task) -> dict[str, Any]:
+async def _scored_row(http: HttpClient, agent_url: str, task: Task, retry: RetryPolicy | None) -> dict[str, Any]:
     # The indices travel as a header, not in the row, so the environment sees the row as it is (traces read them).
-    result = await http.post_json(agent_url + "/run", task.row, rollout_header(task.task_index, task.rollout_index))
+    headers = rollout_header(task.task_index, task.rollout_index)
+    result = await http.post_json(agent_url + "/run", task.row, headers, retry=retry)
     if not result.ok:
         raise from_agent_answer(result)
     try:
