@@ -45,14 +45,24 @@ class AgentFailure(HttpError):
         super().__init__(502, message, error_type="rollout_failed", code=failure_class)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Route:
-    """The replicas one rollout talks to, and their routers (to report a replica that cannot be reached)."""
+    """The replicas one rollout talks to, and their routers (to report a replica that cannot be reached). The
+    model replica can change mid-rollout (`move_model`): every model call carries the whole history."""
 
     model: Upstream
     resources: Upstream
     models: ReplicaRouter
     environments: ReplicaRouter
+    holds: contextlib.ExitStack
+
+    def move_model(self) -> bool:
+        """Another model replica for the rest of the rollout, when the current one left rotation and one is
+        healthy; False otherwise."""
+        if self.model.healthy or not any(replica.healthy for replica in self.models.replicas):
+            return False
+        self.model = self.holds.enter_context(self.models.hold())
+        return True
 
 
 class SimpleAgent(Agent[SimpleAgentConfig]):
@@ -76,8 +86,10 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
 
     @contextlib.asynccontextmanager
     async def _route(self) -> AsyncIterator[Route]:
-        with self.models.hold() as model, self.environments.hold() as resources:
-            yield Route(model, resources, self.models, self.environments)
+        with contextlib.ExitStack() as holds:
+            model = holds.enter_context(self.models.hold())
+            resources = holds.enter_context(self.environments.hold())
+            yield Route(model, resources, self.models, self.environments, holds)
 
     async def respond(self, params: dict[str, Any], cookies: CookieStore) -> dict[str, Any]:
         async with self._route() as route:
@@ -124,7 +136,16 @@ class SimpleAgent(Agent[SimpleAgentConfig]):
         return body
 
     async def _call_model(self, params: dict[str, Any], cookies: CookieStore, route: Route) -> dict[str, Any]:
-        result = await self._post(route, route.model, "/v1/responses", params, cookies, MODEL)
+        for _ in range(len(route.models.replicas)):
+            try:
+                result = await self._post(route, route.model, "/v1/responses", params, cookies, MODEL)
+                break
+            except AgentFailure:
+                # A model replica that cannot be reached never saw the call; the history is all in the request.
+                if not route.move_model():
+                    raise
+        else:
+            raise AgentFailure(f"no replica of {self.config.model_server.name} could be reached", MODEL)
         _raise_unless_ok(result, "model server /v1/responses", MODEL)
         body = result.json()
         if not isinstance(body, dict):

@@ -1,6 +1,7 @@
-"""Routing over replicas (issue 16): each rollout holds one replica of the resources server and of the model
-server, the least loaded when it starts; a replica that cannot be reached fails the rollouts it held, as an
-infrastructure failure, and leaves rotation until it answers /health again.
+"""Routing over replicas: each rollout holds one replica of the resources server and of the model server, the
+least loaded when it starts; a replica that cannot be reached leaves rotation until it answers /health again. A
+resources replica's rollouts fail with it (their sessions live there), as an infrastructure failure; a model
+replica's go on on another one (every model call carries the whole history).
 
 Every server runs in this process over real HTTP; vLLM is the scripted stand-in."""
 
@@ -154,6 +155,21 @@ async def test_a_replica_that_cannot_be_reached_fails_its_rollouts_then_leaves_r
     assert "cannot connect" in body["error"]["message"]
     assert all(status == 200 for status, _ in then), "the unreachable replica stayed in rotation"
     assert len(sessions_of(live)) == 10
+
+
+async def test_a_model_replica_that_cannot_be_reached_hands_the_rollout_to_a_live_one() -> None:
+    """Every model call carries the whole history, so a rollout whose model replica is gone goes on on another
+    one (unlike a resources replica, which holds the rollout's session): no rollout fails for it."""
+    weather = weather_replica()
+    dead_url = f"http://127.0.0.1:{free_port()}"
+    async with model_server() as model_url, serve_in_background(weather.app()) as weather_url:
+        agent = agent_for([dead_url, model_url], [weather_url])
+        async with serve_in_background(agent.app()) as agent_url:
+            # Ties go in rotation from the first replica: the first rollout starts on the dead one.
+            answers = await run_rows(agent_url, 4)
+    assert [status for status, _ in answers] == [200] * 4, answers[0]
+    assert all(body["reward"] == 1.0 for _, body in answers)
+    assert not agent.models.replicas[0].healthy and agent.models.replicas[1].healthy
 
 
 async def test_least_loaded_replica_gets_the_new_rollout_and_a_healthy_one_comes_back() -> None:
