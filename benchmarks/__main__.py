@@ -1,8 +1,8 @@
-"""`python -m benchmarks [model_server] [rollouts] [profile] [viewer] [environments]`: run benchmarks, print
+"""`python -m benchmarks [model_server] [rollouts] [profile] [viewer] [environments] [chaos]`: run benchmarks, print
 tables, write JSON.
 
 With no names, runs model_server and rollouts (profile needs py-spy, viewer writes a 2 GiB file, environments
-installs and replays NeMo Gym's environments: all run by name). Results go to
+installs and replays NeMo Gym's environments, chaos kills servers during a collection: all run by name). Results go to
 benchmarks/results/bench-<time>.json and benchmarks/results/latest.json.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks import environments, model_server, profile, rollouts, viewer
+from benchmarks import chaos, environments, model_server, profile, rollouts, viewer
 from benchmarks.report import (
     exact_vs_chat_table,
     load_snapshot,
@@ -29,7 +29,7 @@ from benchmarks.report import (
 from ngym.nemo_gym_envs.package import ensure_package
 
 RESULTS = Path(__file__).resolve().parent / "results"
-NAMES = ("model_server", "rollouts", "profile", "viewer", "environments")
+NAMES = ("model_server", "rollouts", "profile", "viewer", "environments", "chaos")
 BUSY_WARNING = 0.5  # a core's share used by other processes before a run that makes its numbers suspect
 
 
@@ -69,6 +69,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--python-only", action="store_true", help="profile: Python frames only (no --native)")
     parser.add_argument("--viewer-rows", type=int, default=1_000_000, help="viewer: rows in the generated file")
     parser.add_argument("--envs", nargs="+", default=[], help="environments: these only (default: every candidate)")
+    parser.add_argument("--chaos-rollouts", type=int, default=3000, help="chaos: rollouts in the collection")
+    parser.add_argument("--chaos-kills", type=int, default=30, help="chaos: kill -9s at random moments")
+    parser.add_argument("--chaos-seed", type=int, default=20261205, help="chaos: the seed of the kills")
     parser.add_argument("--install-s", type=float, default=120.0, help="environments: install limit per environment")
     parser.add_argument("--start-s", type=float, default=60.0, help="environments: start-up limit per environment")
     parser.add_argument("--replay-s", type=float, default=120.0, help="environments: no new row after this long")
@@ -145,12 +148,19 @@ def main(argv: list[str] | None = None) -> int:
         text = environments.table(found)
         environments.write_table(environments.DOC, text)
         print("\n" + text + f"\n\ntable written to {environments.DOC}", flush=True)
+    if "chaos" in names:
+        print("\n== chaos: kill -9 random servers at random moments of a collection", flush=True)
+        chaos_settings = replace(
+            chaos.Settings(), rollouts=args.chaos_rollouts, kills=args.chaos_kills, seed=args.chaos_seed
+        )
+        document["chaos"] = chaos_result = chaos.run(chaos_settings, log=_log)
+        print("\n" + chaos.report(chaos_result), flush=True)
     document["load_after"] = after = load_snapshot()
     document["wall_s"] = round(time.monotonic() - started, 1)
     _check_load(after)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"bench-{stamp}.json").write_text(json.dumps(document, indent=2) + "\n")
-    if set(names) - {"environments"}:  # the performance results (environments has environments.json of its own)
+    if set(names) - {"environments", "chaos"}:  # the performance results (not the environments table, not chaos)
         (RESULTS / "latest.json").write_text(json.dumps(document, indent=2) + "\n")
         (RESULTS / "latest.md").write_text(markdown(document))
     print(f"\nresults: {RESULTS / f'bench-{stamp}.json'} ({document['wall_s']:.0f} s)")

@@ -42,6 +42,8 @@ class Outcome:
 
 
 AgentUrls = Mapping[str, str | Sequence[str]]  # agent name -> its URL, or every replica's
+# How long a rollout whose agent replicas are all gone waits for one to be back (ng_run restarts them).
+REPLICA_BACK_S = 60.0
 
 
 def rollout_client(rollout_timeout_s: float, max_attempts: int) -> HttpClient:
@@ -91,7 +93,10 @@ async def run_rollout(http: HttpClient, agent: ReplicaRouter, task: Task) -> Out
                 return Outcome(task, await _scored_row(http, replica.base_url, task, retry))
             except UpstreamError as exc:
                 agent.failed(replica, exc)  # out of rotation if unreachable and not the only replica
-                if replica.healthy or not any(other.healthy for other in agent.replicas):
+                if replica.healthy or not several:  # slow, not gone; or nowhere else to go (retried in place)
+                    return Outcome(task, None, from_upstream_error(exc))
+                # Gone: another replica takes the rollout; when every one is gone, the first back takes it.
+                if not await agent.any_back(REPLICA_BACK_S):
                     return Outcome(task, None, from_upstream_error(exc))
             except RolloutFailed as failure:
                 return Outcome(task, None, failure)

@@ -32,6 +32,7 @@ class ReplicaRouter:
         self._probe: asyncio.Task[None] | None = None
         self._probe_in = health_check_interval_s
         self._went_down = asyncio.Event()
+        self._came_back = asyncio.Event()
 
     @property
     def replicas(self) -> list[Upstream]:
@@ -81,3 +82,15 @@ class ReplicaRouter:
                     result = await self.http.get(replica.base_url + "/health", retry=NO_RETRY, timeout=HEALTH_TIMEOUT_S)
                     if result.ok:
                         self.pool.mark_up(replica)
+                        self._came_back.set()
+
+    async def any_back(self, timeout: float) -> bool:
+        """Wait until some replica is in rotation again (the probes bring it back), at most `timeout` seconds;
+        whether one is."""
+        while not any(replica.healthy for replica in self.pool.upstreams):
+            self._came_back.clear()
+            try:
+                await asyncio.wait_for(self._came_back.wait(), timeout)
+            except TimeoutError:
+                break
+        return any(replica.healthy for replica in self.pool.upstreams)
