@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,17 +63,32 @@ def iter_instances(config: dict[str, Any]) -> Iterator[InstanceSpec]:
             yield InstanceSpec(name, server_type, implementation, section)
 
 
-def find_instances(config: dict[str, Any], root: Path, locations: Locations) -> dict[str, InstanceSpec]:
-    """All server instances; "almost servers" (a server type key with the wrong shape) are errors unless
-    `error_on_almost_servers: false`."""
+# Whether an instance whose code is not under the root is found elsewhere (ng_run asks ngym.nemo_gym_envs.detect:
+# a NeMo Gym server in its config file's tree). Passed in, so this module imports nothing above it.
+FoundElsewhere = Callable[[InstanceSpec, Path, Locations], bool]
+
+
+def _nowhere_else(_spec: InstanceSpec, _root: Path, _locations: Locations) -> bool:
+    return False
+
+
+def find_instances(
+    config: dict[str, Any], root: Path, locations: Locations, found_elsewhere: FoundElsewhere = _nowhere_else
+) -> dict[str, InstanceSpec]:
+    """All server instances whose code is under `root` or `found_elsewhere`; "almost servers" (a server type key
+    with the wrong shape) and instances whose code is nowhere are errors unless `error_on_almost_servers: false`."""
     instances = {spec.name: spec for spec in iter_instances(config)}
     problems = [p for name, value in config.items() if name not in instances for p in _almost_server(name, value)]
-    for spec in instances.values():
-        code = spec.code_path(root)
-        if not code.is_file() and not _in_nemo_gym_tree(spec, root, locations):
+    found = {
+        name: spec
+        for name, spec in instances.items()
+        if spec.code_path(root).is_file() or found_elsewhere(spec, root, locations)
+    }
+    for name, spec in instances.items():
+        if name not in found:
             problems.append(
-                f"{spec.key_path}.entrypoint{locations.describe(spec.key_path)}: {code} does not exist "
-                f"(the code of an instance is <server type>/<implementation>/<entrypoint>)"
+                f"{spec.key_path}.entrypoint{locations.describe(spec.key_path)}: {spec.code_path(root)} does not "
+                f"exist (the code of an instance is <server type>/<implementation>/<entrypoint>)"
             )
     if problems and config.get(ERROR_ON_ALMOST_SERVERS_KEY, True) is not False:
         listing = "\n  ".join(problems)
@@ -81,18 +96,7 @@ def find_instances(config: dict[str, Any], root: Path, locations: Locations) -> 
             f"configuration sections that look like servers but are not valid:\n  {listing}\n"
             f"(set {ERROR_ON_ALMOST_SERVERS_KEY}: false to ignore them)"
         )
-    return {
-        name: spec
-        for name, spec in instances.items()
-        if spec.code_path(root).is_file() or _in_nemo_gym_tree(spec, root, locations)
-    }
-
-
-def _in_nemo_gym_tree(spec: InstanceSpec, root: Path, locations: Locations) -> bool:
-    """A NeMo Gym environment whose code is in its config file's tree (ngym.nemo_gym_envs.detect)."""
-    from ngym.nemo_gym_envs.detect import nemo_gym_environment  # it imports this module
-
-    return nemo_gym_environment(spec, root, locations) is not None
+    return found
 
 
 def _is_instance(value: Any) -> bool:

@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 from ngym.http.app import bind_socket
 from ngym.lifetime import child_env
 from ngym.nemo_gym_envs.golden import GoldenCase, golden_cases
+from ngym.nemo_gym_envs.output_tail import READER_EXIT_S, OutputTail
 from ngym.nemo_gym_envs.package import ensure_package
 from ngym.nemo_gym_envs.venvs import environment_python
 
@@ -42,6 +43,7 @@ class RunningEnvironment:
     url: str
     process: subprocess.Popen[bytes]
     startup_s: float
+    output: OutputTail  # its output so far (read all along: a chatty environment never blocks on its pipe)
 
     def rss_mib(self) -> float:
         """Resident memory of the environment's process, from /proc."""
@@ -81,10 +83,12 @@ def running_environment(
     assert process.stdin is not None
     process.stdin.write(orjson.dumps(launch))
     process.stdin.close()
+    assert process.stdout is not None
+    output = OutputTail(process.stdout, name)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(process, url, name, ready_timeout_s)
-        yield RunningEnvironment(name, url, process, time.monotonic() - started)
+        _wait_ready(process, output, url, name, ready_timeout_s)
+        yield RunningEnvironment(name, url, process, time.monotonic() - started, output)
     finally:
         process.terminate()
         try:
@@ -92,8 +96,7 @@ def running_environment(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        output.close()
 
 
 def config_section(folder: Path, name: str) -> dict[str, Any]:
@@ -118,12 +121,12 @@ def _resolved(key: str, value: Any) -> Any:
         return value
 
 
-def _wait_ready(process: subprocess.Popen[bytes], url: str, name: str, timeout_s: float) -> None:
+def _wait_ready(process: subprocess.Popen[bytes], output: OutputTail, url: str, name: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
-            raise RuntimeError(f"{name} exited with {process.returncode} before it was ready:\n{output[-4000:]}")
+            said = output.text(wait_s=READER_EXIT_S)
+            raise RuntimeError(f"{name} exited with {process.returncode} before it was ready; its last output:\n{said}")
         try:
             with urllib.request.urlopen(url + "/health", timeout=2) as answer:
                 if answer.status == 200:
@@ -131,7 +134,7 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, name: str, timeout_s
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(0.1)  # a short wait on the process itself: returns at once if it dies
-    raise RuntimeError(f"{name} did not answer /health within {timeout_s:g} s")
+    raise RuntimeError(f"{name} did not answer /health within {timeout_s:g} s; its last output:\n{output.text()}")
 
 
 class Session:

@@ -1,11 +1,12 @@
-"""An environment's process: `python -m ngym.nemo_gym_envs.serve --instance LABEL --fd N --tree DIR --folder DIR`,
-run on the environment's own virtual environment, its launch (ngym's ServerLaunch, JSON) on standard input.
+"""A NeMo Gym server's process (an environment, or an agent such as gymnasium_agent):
+`python -m ngym.nemo_gym_envs.serve --instance LABEL --fd N --tree DIR --folder DIR`, run on the server's own
+virtual environment, its launch (ngym's ServerLaunch, JSON) on standard input.
 
-As NeMo Gym runs a server: the environment's folder is the working directory and first on `sys.path`, its tree
-(the folder above `resources_servers/`) after ngym's `nemo_gym` package, so sibling files and other servers'
-folders import and our `nemo_gym` is the one found; Ray, should the code start one, is kept on 127.0.0.1
-(`nemo_gym._ray_local`); then `app.py` runs as `__main__`, whose `run_webserver()` serves on the socket ng_run
-bound.
+As NeMo Gym runs a server: the server's folder is the working directory and first on `sys.path`, its tree (the
+folder above `resources_servers/` and `responses_api_agents/`) after ngym's `nemo_gym` package, so sibling files
+and other servers' folders import and our `nemo_gym` is the one found; Ray, should the code start one, is kept on
+127.0.0.1 (`nemo_gym._ray_local`); then `app.py` runs as `__main__`, whose `run_webserver()` serves on the socket
+ng_run bound.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             namespace = runpy.run_path(str(app), run_name="__main__")
             _server_class(namespace).run_webserver()
     except (ImportError, SyntaxError, RuntimeError) as exc:
-        print(f"{args.instance}: cannot start NeMo Gym environment {folder}: {type(exc).__name__}: {exc}",
+        print(f"{args.instance}: cannot start NeMo Gym server {folder}: {type(exc).__name__}: {exc}",
               file=sys.stderr, flush=True)  # fmt: skip
         return 2
     return 0

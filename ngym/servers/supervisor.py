@@ -22,7 +22,7 @@ from ngym.config.load import LoadedConfig
 from ngym.config.secrets import redact_text, secret_values
 from ngym.http.app import EmbeddedUvicorn, uvicorn_config
 from ngym.http.hosts import ALLOWED_HOSTS_KEY, hosts_setting
-from ngym.nemo_gym_envs.detect import nemo_gym_environment
+from ngym.nemo_gym_envs.detect import is_nemo_gym_server, nemo_gym_server
 from ngym.nemo_gym_envs.requirements import RequirementsError, parse_requirements
 from ngym.placement.base import Placement, ReplicaInfo
 from ngym.placement.local import (
@@ -67,7 +67,7 @@ class RunPlan:
 def plan_run(loaded: LoadedConfig) -> RunPlan:
     """Everything that can be checked before a server starts, then reserve the ports that can be."""
     config = copy.deepcopy(loaded.values)
-    instances = find_instances(config, loaded.root, loaded.locations)
+    instances = find_instances(config, loaded.root, loaded.locations, is_nemo_gym_server)
     if not instances:
         raise ConfigError(
             "the configuration defines no server instances. Pass config files, e.g. "
@@ -79,8 +79,8 @@ def plan_run(loaded: LoadedConfig) -> RunPlan:
     problems = []
     planned: list[PlannedInstance] = []
     for spec in instances.values():
-        environment = nemo_gym_environment(spec, loaded.root, loaded.locations)
-        if environment is not None:  # its code runs only in its own process, on its own venv
+        environment = nemo_gym_server(spec, loaded.root, loaded.locations)
+        if environment is not None:  # an environment or agent: its code runs only in its own process, on its venv
             try:  # a requirement from outside the registry is a configuration error: nothing starts
                 parse_requirements(environment.folder / "requirements.txt").check_registry_only(environment.name)
             except RequirementsError as exc:
@@ -135,7 +135,8 @@ def _placement(config: dict[str, Any], planned: list[PlannedInstance], loaded: L
     environments = [instance.spec.key_path for instance in planned if instance.nemo_gym is not None]
     if environments:
         raise ConfigError(
-            f"{where}: NeMo Gym environments run as local processes only for now: {', '.join(environments)}"
+            f"{where}: NeMo Gym's servers (environments and agents) run as local processes only for now: "
+            f"{', '.join(environments)}"
         )
     # Imported only here (it imports Ray only once it joins the cluster): without the key, ng_run never does.
     from ngym.placement.ray_actors import RayActors

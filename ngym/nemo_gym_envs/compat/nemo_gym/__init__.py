@@ -1,4 +1,4 @@
-"""ngym's implementation of the `nemo_gym` names NeMo Gym's resources servers import.
+"""ngym's implementation of the `nemo_gym` names NeMo Gym's resources servers and agents import.
 
 Importable as `nemo_gym` only inside an environment's process (ngym.nemo_gym_envs.serve puts its parent folder on
 `sys.path`); the modules import each other relatively, so they also load as `ngym.nemo_gym_envs.compat.nemo_gym`

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 ROLLOUT_PATH_PREFIX = "ng-rollout"  # `/ng-rollout/<id>/...`: a request of one rollout (rollout_correlation)
+TOKEN_CAPTURE_PATH_SEGMENT = "training-token-capture"  # `/ng-rollout/<id>/training-token-capture/...`
 
 
 class Domain(str, Enum):  # noqa: UP042 (as NeMo Gym declares it)

@@ -17,6 +17,10 @@ AGENT_REF_KEY_NAME = "agent_ref"
 HEAD_SERVER_KEY_NAME = "head_server"
 CACHE_DIR_KEY_NAME = "cache_dir"
 POLICY_MODEL_KEY_NAME = "policy_model"
+RESULTS_DIR_KEY_NAME = "results_dir"
+OBSERVABILITY_ENABLED_KEY_NAME = "observability_enabled"  # model-call capture per rollout (ngym: never set)
+TOKEN_ID_CAPTURE_BLOCK = "token_id_capture"  # training token capture (ngym: never set)
+SKILLS_REF_KEY_NAME = "skills_ref"
 
 
 def get_global_config_dict(*_args: Any, **_kwargs: Any) -> DictConfig:

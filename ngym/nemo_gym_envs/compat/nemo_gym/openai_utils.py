@@ -12,12 +12,16 @@ from typing import Annotated, Any, Literal
 
 from openai.types.chat import ChatCompletion, ChatCompletionMessage
 from openai.types.chat.chat_completion import Choice
-from openai.types.responses import Response, ResponseUsage
+from openai.types.responses import Response
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from ._openai_client import RATE_LIMIT_ERROR_CODES as RATE_LIMIT_ERROR_CODES
 from ._openai_client import RETRY_ERROR_CODES as RETRY_ERROR_CODES
 from ._openai_client import NeMoGymAsyncOpenAI as NeMoGymAsyncOpenAI
+from ._usage import NeMoGymResponseInputTokensDetails as NeMoGymResponseInputTokensDetails
+from ._usage import NeMoGymResponseOutputTokensDetails as NeMoGymResponseOutputTokensDetails
+from ._usage import NeMoGymResponseUsage as NeMoGymResponseUsage
+from ._usage import accumulate_response_usage as accumulate_response_usage
 
 Status = Literal["in_progress", "completed", "incomplete"]
 
@@ -93,6 +97,23 @@ class NeMoGymResponseFunctionToolCall(_Item):
     id: str | None = None
     status: Status | None = None
     namespace: str | None = None
+
+
+class TokenIDLogProbMixin(BaseModel):
+    """The token ids and log-probabilities a model server returns for training."""
+
+    prompt_token_ids: list[int]
+    generation_token_ids: list[int]
+    generation_log_probs: list[float]
+    routed_experts: Any = None
+
+
+class NeMoGymResponseOutputMessageForTraining(NeMoGymResponseOutputMessage, TokenIDLogProbMixin):
+    pass
+
+
+class NeMoGymResponseFunctionToolCallForTraining(NeMoGymResponseFunctionToolCall, TokenIDLogProbMixin):
+    pass
 
 
 class NeMoGymSummary(_Item):
@@ -201,8 +222,9 @@ class NeMoGymResponseCreateParamsNonStreaming(BaseModel):
 
 class NeMoGymResponse(Response):
     output: list[NeMoGymResponseOutputItem]  # type: ignore[assignment]
-    # The SDK's usage, or the Chat Completions shape (prompt_tokens, ...) some recorded rollouts carry.
-    usage: ResponseUsage | dict[str, Any] | None = None  # type: ignore[assignment]
+    # NeMo Gym's usage (unknown counts None), or the Chat Completions shape (prompt_tokens, ...) some recorded
+    # rollouts carry.
+    usage: NeMoGymResponseUsage | dict[str, Any] | None = None  # type: ignore[assignment]
 
 
 class NeMoGymChatCompletionMessage(ChatCompletionMessage):

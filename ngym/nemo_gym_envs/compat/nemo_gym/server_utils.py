@@ -21,7 +21,12 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from ._ray_local import initialize_ray, server_uses_ray
 from ._runtime import current, installed
-from .config_types import BaseRunServerInstanceConfig, BaseServerConfig
+from .config_types import (
+    ROLLOUT_PATH_PREFIX,
+    TOKEN_CAPTURE_PATH_SEGMENT,
+    BaseRunServerInstanceConfig,
+    BaseServerConfig,
+)
 from .global_config import get_first_server_config_dict
 
 __all__ = [
@@ -29,12 +34,14 @@ __all__ = [
     "BaseServer",
     "ServerClient",
     "SimpleServer",
+    "apply_rollout_prefix",
     "get_first_server_config_dict",
     "get_response_json",
     "get_server_url",
     "initialize_ray",
     "raise_for_status",
     "request",
+    "rollout_path_prefix",
 ]
 
 SESSION_ID_KEY = "session_id"
@@ -90,6 +97,20 @@ def get_server_url(server_name: str) -> str:
     return ServerClient()._resolve_base_url(server_name)
 
 
+def rollout_path_prefix(rollout_id: str | None, *, token_capture: bool = False) -> str:
+    """`/ng-rollout/<id>` (then `/training-token-capture` when asked), or "" without a rollout id."""
+    if not rollout_id:
+        return ""
+    return f"/{ROLLOUT_PATH_PREFIX}/{rollout_id}" + (f"/{TOKEN_CAPTURE_PATH_SEGMENT}" if token_capture else "")
+
+
+def apply_rollout_prefix(base_url: str, rollout_id: str | None, *, token_capture: bool = False) -> str:
+    """A server's root URL with the rollout's path prefix appended (unchanged without a rollout id)."""
+    if not rollout_id:
+        return base_url
+    return base_url.rstrip("/") + rollout_path_prefix(rollout_id, token_capture=token_capture)
+
+
 class ServerClient(BaseModel):
     """Calls the run's other servers by instance name."""
 
@@ -119,6 +140,10 @@ class ServerClient(BaseModel):
             url = f"http://{section['host']}:{section['port']}"
         self._urls[server_name] = url.rstrip("/")
         return self._urls[server_name]
+
+    def _build_server_base_url(self, server_config_dict: Any) -> str:
+        """The root URL of a server from its section (`host`, `port`)."""
+        return f"http://{server_config_dict['host']}:{server_config_dict['port']}"
 
     async def request(self, server_name: str, url_path: str, method: str, **kwargs: Any) -> aiohttp.ClientResponse:
         if isinstance(kwargs.get("json"), BaseModel):
