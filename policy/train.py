@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ngym.testing.hf_model_files import write_generation_config
 from policy.data import HELDOUT_JSONL, heldout_rows, training_samples, write_jsonl
 from policy.encode import IGNORE, Encoded, encode, render
 from policy.model import MAX_POSITIONS, policy_config
 from policy.selfcheck import check_heldout
 from policy.tokenizer import train_tokenizer
+from testkit.hf_model_files import write_generation_config
 
 SEED = 1234
 HELDOUT_SEED = 6

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ngym.testing.tiny_model import SERVED_MODEL_NAME, ensure_tiny_model
-from ngym.testing.vllm_server import STRUCTURED_OUTPUTS_IN_REASONING, VllmServer, find_vllm_python
+from ngym.vllm.process import VllmServer, find_vllm_python
+from testkit.forcing import STRUCTURED_OUTPUTS_IN_REASONING
+from testkit.tiny_model import SERVED_MODEL_NAME, ensure_tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL_DIR = REPO_ROOT / ".cache" / "tiny-model"

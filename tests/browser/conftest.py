@@ -16,8 +16,8 @@ from typing import Any, NoReturn
 
 import pytest
 
-from ngym.testing.gym_process import console_script
-from ngym.testing.vllm_server import find_vllm_python
+from ngym.vllm.process import find_vllm_python
+from testkit.gym_process import console_script
 from tests.browser.rollout_files import HELDOUT, POLICY_DIR, make_rollout_files
 
 ROOT = Path(__file__).resolve().parents[2]

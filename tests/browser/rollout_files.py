@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from ngym.testing.gym_process import GymProcess
-from ngym.testing.vllm_server import VllmServer
+from ngym.vllm.process import VllmServer
+from testkit.gym_process import GymProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY_DIR = ROOT / "models" / "weather-policy"
@@ -72,7 +72,7 @@ def make_rollout_files(out_dir: Path, vllm_python: Path, log_dir: Path) -> dict[
 
 
 if __name__ == "__main__":  # python -m tests.browser.rollout_files OUT_DIR: the files, to look at by hand
-    from ngym.testing.vllm_server import find_vllm_python
+    from ngym.vllm.process import find_vllm_python
 
     python = find_vllm_python(ROOT)
     if python is None:

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from ngym.testing.gym_process import GymProcess
-from ngym.testing.vllm_standin import Hold, StandinScript, StandinServer
+from testkit.gym_process import GymProcess
+from testkit.standin.script import Hold, StandinScript
+from testkit.standin.server import StandinServer
 from tests.browser.conftest import ROOT, start_viewer
 
 pytestmark = pytest.mark.browser

@@ -18,9 +18,10 @@ from typing import Any
 from ngym.http.probe import answers
 from ngym.rollouts.failures import INVALID_TASK
 from ngym.rollouts.output import failures_path
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
-from ngym.testing.vllm_standin import Hold, StandinScript, StandinServer
-from ngym.testing.waiting import line_count, pid_alive, wait_until
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
+from testkit.standin.script import Hold, StandinScript
+from testkit.standin.server import StandinServer
+from testkit.waiting import line_count, pid_alive, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCES = {

@@ -14,9 +14,10 @@ from typing import Any
 
 from ngym.rollouts.output import failures_path
 from ngym.rollouts.progress import progress_path
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
-from ngym.testing.vllm_standin import Delay, Hold, StandinScript, StandinServer
-from ngym.testing.waiting import line_count, wait_until
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
+from testkit.standin.script import Delay, Hold, StandinScript
+from testkit.standin.server import StandinServer
+from testkit.waiting import line_count, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {

@@ -12,8 +12,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
-from ngym.testing.vllm_standin import Delay, Hold, StandinScript, StandinServer
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
+from testkit.standin.script import Delay, Hold, StandinScript
+from testkit.standin.server import StandinServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "resources_servers" / "simple_weather" / "data" / "example.jsonl"

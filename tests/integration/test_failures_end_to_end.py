@@ -3,7 +3,7 @@ a bad task is never retried as an outage, and a run against a dead vLLM stops ea
 
 - vLLM killed (real vLLM, the weather policy) while ng_collect_rollouts runs: the run stops on its own with one
   message naming the class and the last error; vLLM restarted, the same command completes the rest.
-- Malformed bodies of our own (ngym.testing.malformed) on every route of a running ng_run (stand-in upstream).
+- Malformed bodies of our own (testkit.malformed) on every route of a running ng_run (stand-in upstream).
 - 2000 task rows, one with a number as its input: recorded once as an invalid task, the other 1999 finished.
 """
 
@@ -25,11 +25,12 @@ import orjson
 import pytest
 
 from ngym.http.app import serve_in_background
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
-from ngym.testing.malformed import Case, corpus
-from ngym.testing.relay import Relay, Rewrite
-from ngym.testing.vllm_server import VllmServer, free_port
-from ngym.testing.vllm_standin import StandinScript, StandinServer
+from ngym.vllm.process import VllmServer, free_port
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
+from testkit.malformed import Case, corpus
+from testkit.relay import Relay, Rewrite
+from testkit.standin.script import StandinScript
+from testkit.standin.server import StandinServer
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY_DIR = ROOT / "models" / "weather-policy"

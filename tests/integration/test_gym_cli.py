@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from ngym.http.probe import answers
-from ngym.testing.gym_process import console_script
-from ngym.testing.vllm_server import free_port
-from ngym.testing.vllm_standin import StandinScript, StandinServer
+from ngym.vllm.process import free_port
+from testkit.gym_process import console_script
+from testkit.standin.script import StandinScript
+from testkit.standin.server import StandinServer
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = "simple_weather_simple_agent"

@@ -12,9 +12,10 @@ import subprocess
 from pathlib import Path
 
 from ngym.http.probe import answers
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
-from ngym.testing.vllm_standin import Delay, Hold, StandinScript, StandinServer
-from ngym.testing.waiting import wait_until
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
+from testkit.standin.script import Delay, Hold, StandinScript
+from testkit.standin.server import StandinServer
+from testkit.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 WEATHER = "simple_weather.resources_servers.simple_weather"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from ngym.testing.gym_process import GymProcess, console_script
-from ngym.testing.vllm_server import free_port
-from ngym.testing.waiting import line_count, wait_until
+from ngym.vllm.process import free_port
+from testkit.gym_process import GymProcess, console_script
+from testkit.waiting import line_count, wait_until
 
 pytestmark = [pytest.mark.vllm, pytest.mark.spread]  # each test launches its own vLLM
 

@@ -18,9 +18,10 @@ import aiohttp
 import pytest
 
 from ngym.http.app import serve_in_background
-from ngym.testing.gym_process import GymProcess
-from ngym.testing.vllm_server import VllmServer, literal_regex
+from ngym.vllm.process import VllmServer
 from responses_api_models.vllm_model.app import VllmModel
+from testkit.forcing import literal_regex
+from testkit.gym_process import GymProcess
 
 pytestmark = pytest.mark.vllm
 

@@ -21,10 +21,11 @@ import aiohttp
 import pytest
 
 from ngym.http.probe import answers
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
-from ngym.testing.vllm_server import free_port
-from ngym.testing.vllm_standin import Delay, DropConnection, Hold, StandinScript, StandinServer
-from ngym.testing.waiting import pid_alive, wait_until
+from ngym.vllm.process import free_port
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
+from testkit.standin.script import Delay, DropConnection, Hold, StandinScript
+from testkit.standin.server import StandinServer
+from testkit.waiting import pid_alive, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ngym.testing.gym_process import GymProcess, console_script
-from ngym.testing.vllm_standin import Hold, StandinScript, StandinServer
+from testkit.gym_process import GymProcess, console_script
+from testkit.standin.script import Hold, StandinScript
+from testkit.standin.server import StandinServer
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_CONFIG = "responses_api_models/vllm_model/configs/vllm_model.yaml"

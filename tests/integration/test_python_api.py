@@ -22,9 +22,10 @@ from starlette.routing import Route
 from ngym.api import Gym
 from ngym.config.errors import ConfigError
 from ngym.http.app import serve_in_background
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, console_script
-from ngym.testing.vllm_standin import StandinScript, StandinServer
 from resources_servers.simple_weather.app import weather_description
+from testkit.gym_process import SEED_CONFIG_PATHS, console_script
+from testkit.standin.script import StandinScript
+from testkit.standin.server import StandinServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "resources_servers/simple_weather/data/example.jsonl"

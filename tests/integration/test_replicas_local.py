@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from ngym.http.probe import answers
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess
-from ngym.testing.vllm_standin import StandinScript, StandinServer
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess
+from testkit.standin.script import StandinScript
+from testkit.standin.server import StandinServer
 
 ROOT = Path(__file__).resolve().parents[2]
 WEATHER = "simple_weather.resources_servers.simple_weather"

@@ -28,9 +28,10 @@ from ngym.rollouts.failures import MODEL, TOOL, VERIFY
 from ngym.servers.base import ServerContext
 from ngym.servers.resources import ResourcesServer, ResourcesServerConfig
 from ngym.servers.sessions import SESSION_COOKIE, new_session_id
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
-from ngym.testing.vllm_standin import Hold, StandinScript, StandinServer
-from ngym.testing.waiting import line_count, wait_until
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
+from testkit.standin.script import Hold, StandinScript
+from testkit.standin.server import StandinServer
+from testkit.waiting import line_count, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = "simple_weather_simple_agent"

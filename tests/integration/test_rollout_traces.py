@@ -10,8 +10,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess
-from ngym.testing.vllm_standin import StandinScript, StandinServer
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess
+from testkit.standin.script import StandinScript
+from testkit.standin.server import StandinServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "resources_servers/simple_weather/data/example.jsonl"

@@ -30,12 +30,13 @@ from ngym.cli.gym import main as gym_main
 from ngym.cli.run import main as ng_run_main
 from ngym.config.load import quote_value, value_text
 from ngym.http.app import serve_in_background
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
-from ngym.testing.secret_strategies import appearances, secret_names, secret_values
-from ngym.testing.vllm_server import free_port
-from ngym.testing.vllm_standin import HttpError, StandinScript, StandinServer
 from ngym.viewer.server import viewer_app
 from ngym.viewer.state import Viewer, ViewerConfig
+from ngym.vllm.process import free_port
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
+from testkit.secret_strategies import appearances, secret_names, secret_values
+from testkit.standin.script import HttpFault, StandinScript
+from testkit.standin.server import StandinServer
 
 ROOT = Path(__file__).resolve().parents[2]
 URL_KEY = "url-key-7f3a9c"
@@ -79,10 +80,10 @@ def test_no_secret_in_any_log_answer_or_file(tmp_path: Path) -> None:
             sent = standin.log.last()
             # A proxy in front of vLLM that quotes the request back in its refusal.
             echo = f"refused: X-Api-Key: {HEADER_KEY}; vendor_token={BODY_KEY}; from http://ngym:{URL_KEY}@proxy"
-            standin.script.down = HttpError(400, {"error": {"message": echo, "type": "BadRequestError"}})
+            standin.script.down = HttpFault(400, {"error": {"message": echo, "type": "BadRequestError"}})
             refused = gym.collect(*args, "+limit=5", check=False)
             refusals = (output.parent / "out.failures.jsonl").read_text()
-            standin.script.down = HttpError(500)
+            standin.script.down = HttpFault(500)
             failed = gym.collect(*args, "+limit=7", check=False)
             shown += [refused.stdout, refused.stderr, failed.stdout, failed.stderr]
             head = f"http://127.0.0.1:{gym.head_port}"
@@ -145,10 +146,10 @@ def test_random_secret_names_and_values_never_come_back_out(
             sent = standin.log.last()
             # vLLM (or a proxy before it) quoting every secret back in its refusal, then failing outright.
             echo = "refused: " + "; ".join(f"{name}={value}" for name, value in named) + f"; Bearer {api_key}"
-            standin.script.down = HttpError(400, {"error": {"message": echo, "type": "BadRequestError"}})
+            standin.script.down = HttpFault(400, {"error": {"message": echo, "type": "BadRequestError"}})
             refused = gym.collect(*args, "+limit=3", check=False)
             model_answer = post(gym.url_of("policy_model") + "/v1/chat/completions", CHAT)
-            standin.script.down = HttpError(500, {"error": {"message": echo, "type": "InternalServerError"}})
+            standin.script.down = HttpFault(500, {"error": {"message": echo, "type": "InternalServerError"}})
             failed = gym.collect(*args, "+limit=4", check=False)
             head = f"http://127.0.0.1:{gym.head_port}"
             shown += [done.stdout, done.stderr, refused.stdout, refused.stderr, failed.stdout, failed.stderr]

@@ -12,9 +12,9 @@ import pytest
 from ngym.http.probe import answers
 from ngym.protocol.options import ConversionOptions
 from ngym.protocol.requests import responses_to_chat_request
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess
-from ngym.testing.token_turns import broken_turns, response_turns
-from ngym.testing.vllm_server import VllmServer
+from ngym.vllm.process import VllmServer
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess
+from testkit.token_turns import broken_turns, response_turns
 
 pytestmark = pytest.mark.vllm
 

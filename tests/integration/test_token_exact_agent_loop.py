@@ -22,9 +22,10 @@ from ngym.protocol.options import ConversionOptions
 from ngym.protocol.requests import responses_to_chat_request
 from ngym.protocol.splice_ids import with_family_call_ids
 from ngym.rollouts.output import failures_path
-from ngym.testing.gym_process import GymProcess
-from ngym.testing.token_turns import broken_turns, response_turns
-from ngym.testing.vllm_server import VllmServer, literal_regex
+from ngym.vllm.process import VllmServer
+from testkit.forcing import literal_regex
+from testkit.gym_process import GymProcess
+from testkit.token_turns import broken_turns, response_turns
 
 pytestmark = pytest.mark.vllm
 

@@ -17,7 +17,12 @@ import pytest
 from ngym.http.app import serve_in_background
 from ngym.protocol.splice_ids import with_family_call_ids
 from ngym.servers.base import StartupError
-from ngym.testing.token_turns import (
+from ngym.vllm.process import VllmServer
+from responses_api_models.vllm_model.app import VllmModel
+from responses_api_models.vllm_model.chat_path import ChatPath
+from responses_api_models.vllm_model.exact_path import ExactTokenPath
+from testkit.forcing import literal_regex
+from testkit.token_turns import (
     WEATHER_TOOL,
     TokenTurn,
     broken_turns,
@@ -25,10 +30,6 @@ from ngym.testing.token_turns import (
     run_chat_conversation,
     run_responses_conversation,
 )
-from ngym.testing.vllm_server import VllmServer, literal_regex
-from responses_api_models.vllm_model.app import VllmModel
-from responses_api_models.vllm_model.chat_path import ChatPath
-from responses_api_models.vllm_model.exact_path import ExactTokenPath
 
 pytestmark = pytest.mark.vllm
 

@@ -20,9 +20,10 @@ from ngym.protocol.options import ConversionOptions
 from ngym.protocol.requests import responses_to_chat_request
 from ngym.protocol.tokens import add_token_request_flags
 from ngym.servers.base import StartupError
-from ngym.testing.vllm_server import VllmServer, literal_regex
+from ngym.vllm.process import VllmServer
 from responses_api_models.vllm_model.app import VllmModel
 from responses_api_models.vllm_model.chat_path import ChatPath
+from testkit.forcing import literal_regex
 
 pytestmark = pytest.mark.vllm
 

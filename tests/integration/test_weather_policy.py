@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from ngym.http.app import serve_in_background
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess
-from ngym.testing.token_turns import broken_turns, measure, response_turns
-from ngym.testing.vllm_server import VllmServer
+from ngym.vllm.process import VllmServer
 from responses_api_models.vllm_model.app import VllmModel
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess
+from testkit.token_turns import broken_turns, measure, response_turns
 
 pytestmark = pytest.mark.vllm
 

@@ -16,8 +16,9 @@ import orjson
 import pytest
 
 from ngym.nemo_gym_envs.golden import golden_cases
-from ngym.testing.gym_process import GymProcess
-from ngym.testing.vllm_standin import StandinScript, StandinServer
+from testkit.gym_process import GymProcess
+from testkit.standin.script import StandinScript
+from testkit.standin.server import StandinServer
 from tests.nemo_gym_envs.recorded_model import RecordedModel
 
 pytestmark = pytest.mark.nemo_gym_envs

@@ -50,7 +50,7 @@ from ngym.nemo_gym_envs.compat.nemo_gym.sandbox.utils import cpu_cap_env
 from ngym.nemo_gym_envs.implied import implied_requirements
 from ngym.nemo_gym_envs.requirements import parse_requirements
 from ngym.nemo_gym_envs.serve import COMPAT_DIR
-from ngym.testing.waiting import pid_alive, wait_until
+from testkit.waiting import pid_alive, wait_until
 
 NEW_MODULES = ("nemo_gym.openai_utils", "nemo_gym.rollout_observability", "nemo_gym.prompt", "nemo_gym.sandbox")
 

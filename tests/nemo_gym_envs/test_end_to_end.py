@@ -13,8 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ngym.testing.gym_process import GymProcess
-from ngym.testing.vllm_standin import StandinScript, StandinServer
+from testkit.gym_process import GymProcess
+from testkit.standin.script import StandinScript
+from testkit.standin.server import StandinServer
 
 pytestmark = pytest.mark.nemo_gym_envs
 

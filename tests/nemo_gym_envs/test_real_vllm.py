@@ -16,8 +16,9 @@ import orjson
 import pytest
 import yaml
 
-from ngym.testing.gym_process import GymProcess
-from ngym.testing.vllm_server import VllmServer, literal_regex
+from ngym.vllm.process import VllmServer
+from testkit.forcing import literal_regex
+from testkit.gym_process import GymProcess
 
 pytestmark = [pytest.mark.nemo_gym_envs, pytest.mark.vllm]
 

@@ -13,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from ngym.testing.ray_cluster import LOOPBACK_ENV, SECOND_MACHINE, RayCluster, off_loopback_listeners
+from testkit.ray_cluster import LOOPBACK_ENV, SECOND_MACHINE, RayCluster, off_loopback_listeners
 
 os.environ.update(LOOPBACK_ENV)  # before Ray is imported
 CPUS_PER_NODE = 3

@@ -17,11 +17,12 @@ from types import ModuleType
 import aiohttp
 import pytest
 
-from ngym.testing.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
-from ngym.testing.ray_cluster import SECOND_MACHINE, RayCluster
-from ngym.testing.vllm_server import free_port
-from ngym.testing.vllm_standin import Delay, Hold, RequestLog, StandinScript, StandinServer
-from ngym.testing.waiting import pid_alive
+from ngym.vllm.process import free_port
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
+from testkit.ray_cluster import SECOND_MACHINE, RayCluster
+from testkit.standin.script import Delay, Hold, RequestLog, StandinScript
+from testkit.standin.server import StandinServer
+from testkit.waiting import pid_alive
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from ngym.http.app import serve_in_background
 from ngym.http.client import HttpClient
 from ngym.rollouts.engine import run_rollouts
 from ngym.rollouts.tasks import TaskSource, iter_tasks
-from ngym.testing.vllm_server import free_port
+from ngym.vllm.process import free_port
 
 
 def agent(name: str, seen: Counter[str]) -> Starlette:

@@ -25,10 +25,10 @@ from ngym.servers.base import ServerConfig, ServerContext
 from ngym.servers.head import HeadState, head_app
 from ngym.servers.model import ModelServer
 from ngym.servers.resources import ResourcesServer
-from ngym.testing.gym_process import console_script
-from ngym.testing.viewer_rows import synthetic_rows
 from ngym.viewer.server import viewer_app
 from ngym.viewer.state import Viewer, ViewerConfig
+from testkit.gym_process import console_script
+from testkit.viewer_rows import synthetic_rows
 
 KEY = "sk-live-5e6f7a8b9c"
 FOREIGN_HOSTS = [

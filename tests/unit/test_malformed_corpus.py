@@ -1,11 +1,11 @@
-"""The malformed-body corpus (ngym.testing.malformed) holds what the end-to-end boundary test claims it sends."""
+"""The malformed-body corpus (testkit.malformed) holds what the end-to-end boundary test claims it sends."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from ngym.testing.malformed import SAMPLES, corpus, json_type, show_path, walk
+from testkit.malformed import SAMPLES, corpus, json_type, show_path, walk
 
 VALID = {"params": {"input": [{"role": "user", "content": "hi"}], "max": 8, "stream": False}, "city": "sf"}
 

@@ -11,8 +11,8 @@ import pytest
 
 from ngym.nemo_gym_envs.requirements import RequirementsError, parse_requirements
 from ngym.nemo_gym_envs.venvs import culprit, environment_python, failure_message
-from ngym.testing.gym_process import console_script
-from ngym.testing.vllm_server import free_port
+from ngym.vllm.process import free_port
+from testkit.gym_process import console_script
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -17,7 +17,7 @@ from ngym.rollouts.collect import CollectPlan, collect
 from ngym.rollouts.output import failures_path
 from ngym.rollouts.output_lock import OutputLock, lock_path
 from ngym.rollouts.tasks import TaskSource
-from ngym.testing.gym_process import console_script
+from testkit.gym_process import console_script
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLD = """

@@ -15,7 +15,7 @@ from ngym.cli.run import main as ng_run_main
 from ngym.config.errors import ConfigError
 from ngym.config.load import load_config, parse_overrides, quote_value, value_text
 from ngym.config.secrets import REDACTED
-from ngym.testing.secret_strategies import secret_names, secret_values
+from testkit.secret_strategies import secret_names, secret_values
 
 ROOT = Path(__file__).resolve().parents[2]
 ANY_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\x00"), max_size=40)

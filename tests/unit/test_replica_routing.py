@@ -27,10 +27,8 @@ from ngym.http.client import HttpClient, UpstreamError
 from ngym.placement.directory import DirectoryEntry
 from ngym.placement.spec import ServerLaunch
 from ngym.servers.resources import SeedSessionRequest
-from ngym.testing.tiny_model import SERVED_MODEL_NAME
-from ngym.testing.vllm_server import free_port
-from ngym.testing.vllm_standin import StandinScript, StandinServer
 from ngym.upstream.routing import ReplicaRouter
+from ngym.vllm.process import free_port
 from resources_servers.simple_weather.app import (
     GetWeatherRequest,
     GetWeatherResponse,
@@ -40,6 +38,9 @@ from resources_servers.simple_weather.app import (
 )
 from responses_api_agents.simple_agent.app import SimpleAgent
 from responses_api_models.vllm_model.app import VllmModel
+from testkit.standin.script import StandinScript
+from testkit.standin.server import StandinServer
+from testkit.tiny_model import SERVED_MODEL_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 ROW = json.loads((ROOT / "resources_servers/simple_weather/data/example.jsonl").read_text().splitlines()[0])

@@ -27,11 +27,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ngym.http.app import serve_in_background
-from ngym.testing.tiny_model import SERVED_MODEL_NAME
-from ngym.testing.vllm_standin import StandinScript, StandinServer
 from resources_servers.simple_weather.app import SimpleWeather, weather_description
 from responses_api_agents.simple_agent.app import SimpleAgent
 from responses_api_models.vllm_model.app import VllmModel
+from testkit.standin.script import StandinScript
+from testkit.standin.server import StandinServer
+from testkit.tiny_model import SERVED_MODEL_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 ROW = json.loads((ROOT / "resources_servers/simple_weather/data/example.jsonl").read_text().splitlines()[0])

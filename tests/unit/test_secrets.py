@@ -14,10 +14,10 @@ from ngym.config.secrets import REDACTED, is_secret_key, redact, redact_override
 from ngym.http.app import serve_in_background
 from ngym.rollouts.output import JsonlAppender
 from ngym.servers.head import HeadState, head_app
-from ngym.testing.secret_strategies import NOT_SECRET_NAMES, appearances, secret_names, secret_values
-from ngym.testing.viewer_rows import synthetic_rows
 from ngym.viewer.server import viewer_app
 from ngym.viewer.state import Viewer, ViewerConfig
+from testkit.secret_strategies import NOT_SECRET_NAMES, appearances, secret_names, secret_values
+from testkit.viewer_rows import synthetic_rows
 
 KEY = "sk-live-7f1c2a9e4b"
 

@@ -21,10 +21,11 @@ from ngym.http.app import serve_in_background
 from ngym.observability.vllm_load import VllmLoad, parse_vllm_metrics
 from ngym.servers.base import Server, ServerConfig
 from ngym.servers.head import HeadState, head_app
-from ngym.testing.vllm_standin import DropConnection, Hold, StandinScript, StandinServer
 from ngym.upstream.pool import UPSTREAM_COOKIE
 from resources_servers.simple_weather.app import SimpleWeather
 from responses_api_models.vllm_model.app import VllmModel
+from testkit.standin.script import DropConnection, Hold, StandinScript
+from testkit.standin.server import StandinServer
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

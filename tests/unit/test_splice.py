@@ -17,7 +17,7 @@ from ngym.protocol.splice import (
     render_messages,
     splice_prompt,
 )
-from ngym.testing.vllm_standin import EOS_ID, fake_tokenize, render_chat
+from testkit.standin.wire import EOS_ID, fake_tokenize, render_chat
 
 NEWLINE = ord("\n")
 

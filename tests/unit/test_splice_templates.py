@@ -30,10 +30,10 @@ from ngym.protocol.splice import (
     splice_prompt,
 )
 from ngym.protocol.splice_ids import family_call_id, with_family_call_ids
-from ngym.testing.token_turns import WEATHER_TOOL, TokenTurn, broken_turns
-from ngym.testing.vllm_server import find_vllm_python
-from ngym.testing.vllm_standin import EOS_ID, fake_tokenize, render_chat
+from ngym.vllm.process import find_vllm_python
 from responses_api_models.vllm_model.template_lesson import learn, splice
+from testkit.standin.wire import EOS_ID, fake_tokenize, render_chat
+from testkit.token_turns import WEATHER_TOOL, TokenTurn, broken_turns
 
 JSON = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 from ngym.http.client import NO_RETRY, HttpClient, Timeouts, UpstreamError
-from ngym.testing.vllm_standin import StandinScript, StandinServer
 from ngym.upstream.client import UpstreamClient
 from ngym.upstream.pool import Session
+from testkit.standin.script import StandinScript
+from testkit.standin.server import StandinServer
 
 
 @pytest.fixture

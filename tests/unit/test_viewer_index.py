@@ -12,10 +12,10 @@ import orjson
 import pytest
 
 from ngym.rollouts.output import JsonlAppender
-from ngym.testing.viewer_rows import synthetic_rows, weather_row
 from ngym.viewer.build import build, executor, new_index, pieces
 from ngym.viewer.index import MAX_LABEL_VALUES, RowIndex
 from ngym.viewer.rows import BUILTIN_NUMBERS, COMPLETED, FAILED, INCOMPLETE, rollout_facts
+from testkit.viewer_rows import synthetic_rows, weather_row
 
 
 def write(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -11,11 +11,11 @@ import pytest
 
 from ngym.http.app import HttpError
 from ngym.rollouts.output import JsonlAppender
-from ngym.testing.viewer_rows import synthetic_rows, weather_row
 from ngym.viewer import stats
 from ngym.viewer.build import new_index
 from ngym.viewer.queries import Cache, Sources, ordered, parse_table_query, row_id, table
 from ngym.viewer.search import search
+from testkit.viewer_rows import synthetic_rows, weather_row
 
 
 def write(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -19,11 +19,11 @@ import pytest
 from ngym.cli.viewer import main as viewer_main
 from ngym.http.app import serve_in_background
 from ngym.rollouts.output import JsonlAppender
-from ngym.testing.gym_process import console_script
-from ngym.testing.viewer_rows import synthetic_rows
 from ngym.viewer.server import viewer_app
 from ngym.viewer.state import Viewer, ViewerConfig
 from ngym.viewer.tokens import Vocab
+from testkit.gym_process import console_script
+from testkit.viewer_rows import synthetic_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 HANG_GUARD_S = 30

@@ -12,11 +12,11 @@ import orjson
 import pytest
 
 from ngym.config.errors import ConfigError
-from ngym.testing.viewer_rows import weather_row
-from ngym.testing.vllm_server import find_vllm_python
 from ngym.viewer.conversation import TEXT_LIMIT, rollout_view, value_at
 from ngym.viewer.rows import _scan_output, turn_ranges
 from ngym.viewer.tokens import Vocab, byte_level_alphabet, token_turns
+from ngym.vllm.process import find_vllm_python
+from testkit.viewer_rows import weather_row
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "models" / "weather-policy"

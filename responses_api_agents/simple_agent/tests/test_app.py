@@ -18,8 +18,6 @@ import pytest
 
 from ngym.http.app import serve_in_background
 from ngym.servers.resources import SeedSessionRequest
-from ngym.testing.tiny_model import SERVED_MODEL_NAME
-from ngym.testing.vllm_standin import Delay, HttpError, StandinScript, StandinServer
 from resources_servers.simple_weather.app import (
     GetWeatherRequest,
     GetWeatherResponse,
@@ -29,6 +27,9 @@ from resources_servers.simple_weather.app import (
 )
 from responses_api_agents.simple_agent.app import SimpleAgent
 from responses_api_models.vllm_model.app import VllmModel
+from testkit.standin.script import Delay, HttpFault, StandinScript
+from testkit.standin.server import StandinServer
+from testkit.tiny_model import SERVED_MODEL_NAME
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "resources_servers/simple_weather/data/example.jsonl"
 ROWS = [json.loads(line) for line in EXAMPLE.read_text().splitlines() if line.strip()]
@@ -178,7 +179,7 @@ async def test_agent_responses_endpoint_runs_the_loop_without_scoring(stack: Sta
 async def test_malformed_tool_arguments_become_an_error_output_for_the_model(
     stack: Stack, arguments: str, error: str
 ) -> None:
-    stack.vllm.script.inject(HttpError(200, scripted_call(arguments)))
+    stack.vllm.script.inject(HttpFault(200, scripted_call(arguments)))
     status, body = await post(stack.agent_url + "/run", SF_ROW)
     assert status == 200, body
     call, output, final = body["response"]["output"]
@@ -235,7 +236,7 @@ async def test_an_incomplete_response_stops_the_loop(stack: Stack) -> None:
 
 
 async def test_a_model_server_failure_fails_the_run_without_a_reward(stack: Stack) -> None:
-    stack.vllm.script.down = HttpError(500)
+    stack.vllm.script.down = HttpFault(500)
     status, body = await post(stack.agent_url + "/run", SF_ROW)
     assert status >= 500
     assert "reward" not in body

@@ -21,8 +21,10 @@ from starlette.routing import Route
 from ngym.config.errors import ConfigError
 from ngym.http.app import serve_in_background
 from ngym.servers.base import StartupError
-from ngym.testing.vllm_standin import DropConnection, Hold, HttpError, StandinScript, StandinServer, vllm_error_body
 from responses_api_models.openai_model.app import OpenAIModel
+from testkit.standin.script import DropConnection, Hold, HttpFault, StandinScript
+from testkit.standin.server import StandinServer
+from testkit.standin.wire import vllm_error_body
 
 API_KEY = "sk-ngym-judge-3c9d1e7a55"
 JUDGE_MODEL = "judge-model-name"
@@ -83,7 +85,7 @@ async def test_models_lists_the_configured_model() -> None:
 
 async def test_a_refused_key_is_a_502_naming_the_key_setting_never_the_key() -> None:
     async with judge(startup_check=False) as (api, url):
-        api.script.inject(HttpError(401))
+        api.script.inject(HttpFault(401))
         status, answer = await post(url + "/v1/chat/completions", CHAT)
     assert status == 502 and "openai_api_key" in answer["error"]["message"]
     assert API_KEY not in orjson.dumps(answer).decode()
@@ -91,7 +93,7 @@ async def test_a_refused_key_is_a_502_naming_the_key_setting_never_the_key() -> 
 
 async def test_the_apis_own_4xx_is_the_callers_with_the_field_it_names() -> None:
     async with judge() as (api, url):
-        api.script.inject(HttpError(400, vllm_error_body(400, "temperature must be >= 0", "temperature")))
+        api.script.inject(HttpFault(400, vllm_error_body(400, "temperature must be >= 0", "temperature")))
         status, answer = await post(url + "/v1/chat/completions", CHAT)
     assert status == 400 and answer["error"]["param"] == "temperature"
     assert "temperature must be >= 0" in answer["error"]["message"] and api.base_url in answer["error"]["message"]
@@ -99,11 +101,11 @@ async def test_the_apis_own_4xx_is_the_callers_with_the_field_it_names() -> None
 
 async def test_5xx_is_retried_max_http_attempts_times_then_a_502() -> None:
     async with judge(max_http_attempts=2) as (api, url):
-        api.script.inject(HttpError(503), HttpError(503))
+        api.script.inject(HttpFault(503), HttpFault(503))
         status, answer = await post(url + "/v1/chat/completions", CHAT)
         assert status == 502 and "HTTP 503" in answer["error"]["message"]
         assert api.script.log.counts["/v1/chat/completions"] == 2
-        api.script.inject(HttpError(500))
+        api.script.inject(HttpFault(500))
         status, answer = await post(url + "/v1/chat/completions", CHAT)  # one failure, then an answer
     assert status == 200, answer
 

@@ -18,21 +18,12 @@ from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
 from ngym.http.app import serve_in_background
 from ngym.servers.base import StartupError
-from ngym.testing.tiny_model import SERVED_MODEL_NAME
-from ngym.testing.vllm_standin import (
-    UNAUTHORIZED_BODY,
-    Delay,
-    DropConnection,
-    HttpError,
-    StandinScript,
-    StandinServer,
-    fake_detokenize,
-    fake_tokenize,
-    render_chat,
-    vllm_error_body,
-)
 from ngym.upstream.pool import UPSTREAM_COOKIE
 from responses_api_models.vllm_model.app import VllmModel
+from testkit.standin.script import Delay, DropConnection, HttpFault, StandinScript
+from testkit.standin.server import StandinServer
+from testkit.standin.wire import UNAUTHORIZED_BODY, fake_detokenize, fake_tokenize, render_chat, vllm_error_body
+from testkit.tiny_model import SERVED_MODEL_NAME
 
 MODEL = SERVED_MODEL_NAME
 # A distinctive key, so that a leak into any answer or log line is easy to spot.
@@ -162,7 +153,7 @@ VLLM_ONLY_FIELDS = {"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1, "skip
 
 
 def chat_answer(message: dict[str, Any], finish_reason: str = "stop", **fields: Any) -> dict[str, Any]:
-    """A vLLM chat completion body with the given message (for scripted answers: HttpError(200, body))."""
+    """A vLLM chat completion body with the given message (for scripted answers: HttpFault(200, body))."""
     choice = {"index": 0, "message": {"role": "assistant", **message}, "logprobs": None, "finish_reason": finish_reason}
     body: dict[str, Any] = {
         "id": "chatcmpl-scripted",
@@ -456,7 +447,7 @@ async def test_responses_answer_shape_with_reasoning_function_call_and_usage(ser
 async def test_reasoning_content_of_older_vllm_is_read_too(servers: Servers, caller: Caller) -> None:
     older = chat_answer({"content": "It is sunny.", "reasoning_content": "Look it up."})
     async with servers() as (vllm, url):
-        vllm.script.inject(HttpError(200, older), HttpError(200, older))
+        vllm.script.inject(HttpFault(200, older), HttpFault(200, older))
         responses = await caller.responses(url, {"input": "Weather?"})
         chat = await caller.chat(url, {"messages": [{"role": "user", "content": "Weather?"}]})
     reasoning, message = responses.body["output"]
@@ -592,7 +583,7 @@ async def test_token_fields_are_checked_in_training_mode_and_ignored_otherwise(
 async def test_training_mode_falls_back_to_tokenize_without_inline_prompt_ids(servers: Servers, caller: Caller) -> None:
     scripted = chat_answer({"content": "ok"}, logprobs=token_logprobs([111, 107]), token_ids=[111, 107])
     async with servers(return_token_id_information=True, token_exact="never") as (vllm, url):
-        vllm.script.inject(HttpError(200, scripted))
+        vllm.script.inject(HttpFault(200, scripted))
         answer = await caller.responses(url, {"input": "hi"})
         tokenize = vllm.log.last_body("/tokenize")
         sent = vllm.log.last_body()
@@ -615,7 +606,7 @@ async def test_training_mode_refuses_inconsistent_token_data(
     servers: Servers, caller: Caller, scripted: dict[str, Any]
 ) -> None:
     async with servers(return_token_id_information=True, token_exact="never") as (vllm, url):
-        vllm.script.inject(HttpError(200, scripted), HttpError(200, scripted))
+        vllm.script.inject(HttpFault(200, scripted), HttpFault(200, scripted))
         responses = await caller.responses(url, {"input": "hi"})
         chat = await caller.chat(url, {"messages": [{"role": "user", "content": "hi"}]})
     for answer in (responses, chat):
@@ -655,18 +646,18 @@ async def test_max_tokens_over_the_model_length_is_the_callers_error(servers: Se
 
 async def test_429_and_503_are_retried_then_succeed(servers: Servers, caller: Caller) -> None:
     async with servers() as (vllm, url):
-        vllm.script.inject(HttpError(429), HttpError(503))
+        vllm.script.inject(HttpFault(429), HttpFault(503))
         answer = await caller.responses(url, {"input": "hi"})
         assert answer.status == 200, answer.text
         assert vllm.log.count() == 3
-        vllm.script.inject(HttpError(500))
+        vllm.script.inject(HttpFault(500))
         chat = await caller.chat(url, {"messages": [{"role": "user", "content": "hi"}]})
         assert chat.status == 200 and vllm.log.count() == 5
 
 
 async def test_persistent_503_is_a_clear_502_after_bounded_attempts(servers: Servers, caller: Caller) -> None:
     async with servers(max_retries=2) as (vllm, url):
-        vllm.script.down = HttpError(503)
+        vllm.script.down = HttpFault(503)
         answer = await caller.responses(url, {"input": "hi"})
         attempts = vllm.log.count()
     assert attempts == 3
@@ -677,7 +668,7 @@ async def test_persistent_503_is_a_clear_502_after_bounded_attempts(servers: Ser
 
 async def test_retries_stop_at_the_deadline(servers: Servers, caller: Caller) -> None:
     async with servers(max_retries=1000, retry_deadline_s=0.3) as (vllm, url):
-        vllm.script.down = HttpError(429)
+        vllm.script.down = HttpFault(429)
         answer = await caller.responses(url, {"input": "hi"})
         attempts = vllm.log.count()
     assert answer.status == 502 and "429" in answer.body["error"]["message"]
@@ -710,7 +701,7 @@ async def test_dropped_connection_is_retried(servers: Servers, caller: Caller) -
 
 
 async def test_client_errors_are_not_retried_and_say_what_vllm_said(servers: Servers, caller: Caller) -> None:
-    bad = HttpError(400, vllm_error_body(400, "temperature must be non-negative, got -1.0.", "temperature"))
+    bad = HttpFault(400, vllm_error_body(400, "temperature must be non-negative, got -1.0.", "temperature"))
     async with servers() as (vllm, url):
         vllm.script.inject(bad)
         rejected = await caller.responses(url, {"input": "hi", "temperature": -1})
@@ -776,7 +767,7 @@ async def test_the_api_key_never_shows(
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
     async with servers(request_timeout_s=0.2, max_retries=0) as (vllm, url):
-        for fault in (HttpError(503), DropConnection(), Delay(1.0), HttpError(400), HttpError(401, UNAUTHORIZED_BODY)):
+        for fault in (HttpFault(503), DropConnection(), Delay(1.0), HttpFault(400), HttpFault(401, UNAUTHORIZED_BODY)):
             vllm.script.inject(fault)
             seen.append((await caller.responses(url, {"input": "hi"})).text)
         vllm.script.api_key = "rotated-key"  # the key is no longer accepted
@@ -936,7 +927,7 @@ async def test_two_servers_still_retry_a_transient_503(servers: Servers, caller:
     async with two_servers() as (vllms, url):
         first = await caller.responses(url, {"input": "hi"})
         home = vllms[server_of(first.cookie)]
-        home.script.inject(HttpError(503))
+        home.script.inject(HttpFault(503))
         answer = await caller.responses(url, {"input": "again"}, cookie=first.cookie)
     assert answer.status == 200, answer.text
 

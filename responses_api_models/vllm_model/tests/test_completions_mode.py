@@ -13,15 +13,6 @@ import aiohttp
 import pytest
 
 from ngym.servers.base import StartupError
-from ngym.testing.vllm_standin import (
-    EOS_ID,
-    HttpError,
-    StandinScript,
-    StandinServer,
-    context_length_error,
-    fake_tokenize,
-    render_chat,
-)
 from responses_api_models.vllm_model.app import VllmModel
 from responses_api_models.vllm_model.tests.test_app import (
     CHAT_WEATHER_TOOL,
@@ -32,6 +23,9 @@ from responses_api_models.vllm_model.tests.test_app import (
     running,
     texts,
 )
+from testkit.standin.script import HttpFault, StandinScript, context_length_error
+from testkit.standin.server import StandinServer
+from testkit.standin.wire import EOS_ID, fake_tokenize, render_chat
 
 COMPLETIONS = "/v1/completions"
 TEXT_PART = {"type": "text", "text": "2+2?"}
@@ -161,7 +155,7 @@ async def test_prompt_ids_come_from_tokenize_when_vllm_leaves_them_out(caller: C
     }
     options: dict[str, Any] = {**RAW, "return_token_id_information": True, "extra_body": {"add_special_tokens": False}}
     async with running(**options) as (vllm, url):
-        vllm.script.inject(HttpError(200, answer))
+        vllm.script.inject(HttpFault(200, answer))
         reply = await caller.responses(url, {"input": "hello"})
         tokenized = vllm.log.bodies("/tokenize")
     assert reply.status == 200, reply.text
@@ -175,7 +169,7 @@ async def test_missing_log_probs_in_training_mode_are_a_502_not_silent_zeros(cal
     answer = {"id": "c", "object": "text_completion", "model": MODEL, "choices": [{"index": 0, "text": "ok",
               "finish_reason": "stop", "logprobs": None, "token_ids": [1], "prompt_token_ids": [2]}]}  # fmt: skip
     async with running(**RAW, return_token_id_information=True) as (vllm, url):
-        vllm.script.inject(HttpError(200, answer))
+        vllm.script.inject(HttpFault(200, answer))
         reply = await caller.responses(url, {"input": "hello"})
     assert reply.status == 502 and "logprobs" in reply.body["error"]["message"]
 

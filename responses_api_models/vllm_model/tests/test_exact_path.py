@@ -14,12 +14,14 @@ import pytest
 from ngym.http.app import serve_in_background
 from ngym.protocol.splice import SpliceError
 from ngym.servers.base import StartupError
-from ngym.testing.token_turns import TokenTurn, broken_turns, response_turns
-from ngym.testing.vllm_standin import EOS_ID, DropConnection, HttpError, StandinScript, StandinServer
 from responses_api_models.vllm_model import template_lesson as splice_module
 from responses_api_models.vllm_model.app import VllmModel
 from responses_api_models.vllm_model.chat_path import ChatPath
 from responses_api_models.vllm_model.exact_path import ExactTokenPath
+from testkit.standin.script import DropConnection, HttpFault, StandinScript
+from testkit.standin.server import StandinServer
+from testkit.standin.wire import EOS_ID
+from testkit.token_turns import TokenTurn, broken_turns, response_turns
 
 MODEL = "tiny-qwen2"
 RENDER, GENERATE, DERENDER = "/v1/chat/completions/render", "/inference/v1/generate", "/v1/chat/completions/derender"
@@ -216,17 +218,17 @@ async def test_upstream_failures_are_retried_and_reported_like_the_chat_path() -
     script = StandinScript()
     async with gym(script, max_retries=1) as (_vllm, _server, url, http):
         body = {"messages": await second_turn_history(http, url)}
-        script.inject(HttpError(503))
+        script.inject(HttpFault(503))
         status, answer = await post(http, url + "/v1/chat/completions", body)
         assert status == 200, answer
-        script.inject(HttpError(503), HttpError(503))
+        script.inject(HttpFault(503), HttpFault(503))
         status, answer = await post(http, url + "/v1/chat/completions", body)
         assert status == 502 and GENERATE in answer["error"]["message"]
         script.inject(DropConnection())
         status, answer = await post(http, url + "/v1/chat/completions", body)
         assert status == 200, answer
         # A 4xx on generate refuses a request the model server built: not the caller's mistake.
-        script.inject(HttpError(400, "bad sampling"))
+        script.inject(HttpFault(400, "bad sampling"))
         status, answer = await post(http, url + "/v1/chat/completions", body)
         assert status == 502 and "bad sampling" in answer["error"]["message"]
         assert "refused the request the model server built" in answer["error"]["message"]

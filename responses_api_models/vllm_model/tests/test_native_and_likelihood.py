@@ -8,9 +8,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ngym.testing.standin_completions import detokenize
-from ngym.testing.vllm_standin import HttpError, StandinScript, context_length_error, fake_logprob, fake_tokenize
 from responses_api_models.vllm_model.tests.test_app import MODEL, WEATHER_TOOL, Caller, running
+from testkit.standin.completions import detokenize
+from testkit.standin.script import HttpFault, StandinScript, context_length_error
+from testkit.standin.wire import fake_logprob, fake_tokenize
 
 RESPONSES = "/v1/responses"
 COMPLETIONS = "/v1/completions"
@@ -59,7 +60,7 @@ async def test_native_responses_failures(caller: Caller) -> None:
     async with running(is_responses_native=True) as (vllm, url):
         vllm.script.inject(context_length_error())
         overflow = await caller.responses(url, {"input": "long", "max_output_tokens": 5})
-        vllm.script.inject(HttpError(400, {"error": {"message": "bad tool", "type": "BadRequestError",
+        vllm.script.inject(HttpFault(400, {"error": {"message": "bad tool", "type": "BadRequestError",
                                                      "param": "tools", "code": 400}}))  # fmt: skip
         refused = await caller.responses(url, {"input": "hi"})
         audio = await caller.responses(url, {"input": "hi", "metadata": {"audio_path": "/tmp/a.wav"}})
@@ -131,9 +132,9 @@ async def test_loglikelihood_refuses_what_it_cannot_score_exactly(
     ("fault", "status", "words"),
     [
         (context_length_error(), 422, "does not fit"),
-        (HttpError(200, {"choices": [{"logprobs": {"token_logprobs": [None, -1.0]}}]}), 502, "one log-prob per"),
-        (HttpError(200, {"choices": []}), 502, "exactly one"),
-        (HttpError(200, {"choices": [{"logprobs": {"token_logprobs": [None, -1.0, None, -1.0]}}]}), 502, "None"),
+        (HttpFault(200, {"choices": [{"logprobs": {"token_logprobs": [None, -1.0]}}]}), 502, "one log-prob per"),
+        (HttpFault(200, {"choices": []}), 502, "exactly one"),
+        (HttpFault(200, {"choices": [{"logprobs": {"token_logprobs": [None, -1.0, None, -1.0]}}]}), 502, "None"),
     ],
 )
 async def test_loglikelihood_answers_it_cannot_read_are_errors_not_zeros(

@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 from ngym.config.errors import ConfigError
-from ngym.testing.vllm_standin import StandinScript
 from responses_api_models.vllm_model.app import VllmModel
 from responses_api_models.vllm_model.tests.test_app import (
     MODEL,
@@ -25,6 +24,7 @@ from responses_api_models.vllm_model.tests.test_app import (
     running,
     texts,
 )
+from testkit.standin.script import StandinScript
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 NEMO_GYM_CONFIGS = REPO_ROOT / "tests" / "data" / "nemo_gym_configs"

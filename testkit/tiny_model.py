@@ -1,6 +1,6 @@
 """Generate a tiny, deterministic Qwen2 model that real vLLM (CPU build) can serve in tests.
 
-Run from the repository root with the vLLM venv's interpreter: ``.venv-vllm/bin/python -m ngym.testing.tiny_model
+Run from the repository root with the vLLM venv's interpreter: ``.venv-vllm/bin/python -m testkit.tiny_model
 OUT_DIR``. torch/transformers/tokenizers are imported lazily, so the torch-less main venv can import this module
 and call :func:`ensure_tiny_model`, which shells out.
 
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ngym.testing.hf_model_files import (
+from testkit.hf_model_files import (
     QWEN2_SPLIT_PATTERN,
     SPECIAL_TOKENS,
     Qwen2Shape,
@@ -211,8 +211,8 @@ def ensure_tiny_model(path: Path, python: Path) -> Path:
     if is_complete(path):
         return path
     proc = subprocess.run(
-        [str(python), "-m", "ngym.testing.tiny_model", str(path)],
-        cwd=Path(__file__).resolve().parents[2],  # the repository root: the vLLM venv does not install ngym
+        [str(python), "-m", "testkit.tiny_model", str(path)],
+        cwd=Path(__file__).resolve().parents[1],  # the repository root: the vLLM venv does not install ngym
         capture_output=True,
         text=True,
         check=False,
@@ -227,7 +227,7 @@ def ensure_tiny_model(path: Path, python: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m ngym.testing.tiny_model OUT_DIR", file=sys.stderr)
+        print("usage: python -m testkit.tiny_model OUT_DIR", file=sys.stderr)
         return 2
     print(build_tiny_model(Path(args[0])))
     return 0

@@ -1,5 +1,5 @@
 """Checks and drivers for multi-turn token data: does each turn's prompt begin with the previous turn's prompt
-and generated IDs? Used by the tests, and by `python -m ngym.testing.token_turns` to measure a running model
+and generated IDs? Used by the tests, and by `python -m testkit.token_turns` to measure a running model
 server."""
 
 from __future__ import annotations

@@ -1,34 +1,8 @@
-"""Real vLLM for tests: the product's launcher (ngym.vllm.process) plus what only tests need."""
+"""Structured outputs that make a real vLLM on a random tiny model say exactly what a test needs."""
 
 from __future__ import annotations
 
 import re
-
-from ngym.vllm.process import (
-    DEFAULT_ARGS,
-    DEFAULT_ENV,
-    VLLM_PYTHON_ENV,
-    HttpResult,
-    VllmServer,
-    VllmStartError,
-    find_vllm_python,
-    free_port,
-    http_request,
-)
-
-__all__ = [
-    "DEFAULT_ARGS",
-    "DEFAULT_ENV",
-    "STRUCTURED_OUTPUTS_IN_REASONING",
-    "VLLM_PYTHON_ENV",
-    "HttpResult",
-    "VllmServer",
-    "VllmStartError",
-    "find_vllm_python",
-    "free_port",
-    "http_request",
-    "literal_regex",
-]
 
 # Lets structured outputs constrain the <think> part too, so tests can force a reasoning reply.
 STRUCTURED_OUTPUTS_IN_REASONING: tuple[str, ...] = ("--structured-outputs-config", '{"enable_in_reasoning": true}')

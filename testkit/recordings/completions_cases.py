@@ -1,5 +1,5 @@
 """Recording cases for vLLM's text-completions, Responses and (de)tokenize routes, which the model server's
-completions mode, Responses pass-through and `/loglikelihood` route use (recorded by ``record_vllm``).
+completions mode, Responses pass-through and `/loglikelihood` route use (recorded by ``testkit.recordings.record``).
 
 The main server (parsers, scale-out, request chat templates trusted) records most; the ``--api-key`` server
 (no request chat templates) records the refusal of a chat template sent with a request.
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ngym.testing.record_vllm import SEED, WEATHER_TOOLS, Case
-from ngym.testing.tiny_model import SERVED_MODEL_NAME
-from ngym.testing.vllm_server import literal_regex
+from testkit.forcing import literal_regex
+from testkit.recordings.case import SEED, WEATHER_TOOLS, Case
+from testkit.tiny_model import SERVED_MODEL_NAME
 
 COMPLETIONS_PATH = "/v1/completions"
 RESPONSES_PATH = "/v1/responses"

@@ -1,7 +1,7 @@
 """The stand-in's text-completions, Responses and detokenize routes, as vLLM 0.32 serves them.
 
 Wire shapes follow ``tests/data/vllm_recordings/{completions,responses}_*.json`` and ``detokenize.json`` (checked
-by ``tests/unit/test_standin_completions_recordings.py``):
+by ``tests/testkit/test_standin_completions_recordings.py``):
 
 - ``POST /v1/completions``: a text prompt (the fake byte tokeniser) or token IDs; the scripted generation is
   ``StandinScript.completion_text`` then ``<|im_end|>``, cut by ``max_tokens`` and ``stop`` strings. ``logprobs: N``
@@ -18,14 +18,15 @@ Faults: ``down`` and the api key apply; queued faults are consumed by completion
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ngym.testing.vllm_standin import (
+from testkit.standin.script import RouteHost, StandinScript
+from testkit.standin.wire import (
     EOS_ID,
     SPECIAL_TEXT,
     _json,
@@ -37,9 +38,6 @@ from ngym.testing.vllm_standin import (
     unknown_model_error_body,
     vllm_error_body,
 )
-
-if TYPE_CHECKING:
-    from ngym.testing.vllm_standin import StandinApp, StandinScript
 
 COMPLETIONS_PATH = "/v1/completions"
 RESPONSES_PATH = "/v1/responses"
@@ -64,9 +62,9 @@ def _token_bytes(token_id: int) -> bytes:
 
 
 class CompletionsRoutes:
-    """/v1/completions, /v1/responses and /detokenize for one :class:`StandinApp`."""
+    """/v1/completions, /v1/responses and /detokenize for one :class:`~testkit.standin.app.StandinApp`."""
 
-    def __init__(self, app: StandinApp) -> None:
+    def __init__(self, app: RouteHost) -> None:
         self._app = app
 
     def routes(self) -> list[Route]:

@@ -13,17 +13,11 @@ from typing import Any
 
 import pytest
 
-from ngym.testing.record_vllm import load_recording, shape_mismatches
-from ngym.testing.vllm_server import HttpResult, http_request
-from ngym.testing.vllm_standin import (
-    Delay,
-    DropConnection,
-    HttpError,
-    StandinScript,
-    StandinServer,
-    context_length_error,
-    render_chat,
-)
+from ngym.vllm.process import HttpResult, http_request
+from testkit.recordings.record import load_recording, shape_mismatches
+from testkit.standin.script import Delay, DropConnection, HttpFault, StandinScript, context_length_error
+from testkit.standin.server import StandinServer
+from testkit.standin.wire import render_chat
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "data" / "vllm_recordings"
 
@@ -233,7 +227,7 @@ def test_max_tokens_truncates_like_vllm(standin: StandinServer) -> None:
 
 @pytest.mark.parametrize("status", [429, 500, 503, 400])
 def test_injected_http_errors_use_vllms_error_body(standin: StandinServer, status: int) -> None:
-    standin.script.inject(HttpError(status))
+    standin.script.inject(HttpFault(status))
     result = post_chat(standin, CHAT)
     assert result.status == status
     error = result.json()["error"]
@@ -258,7 +252,7 @@ def test_delay_then_answer(standin: StandinServer) -> None:
 
 
 def test_down_applies_to_every_route_until_cleared(standin: StandinServer) -> None:
-    standin.script.down = HttpError(503)
+    standin.script.down = HttpFault(503)
     assert http_request(standin.root_url + "/health").status == 503
     assert post_chat(standin, CHAT).status == 503
     standin.script.down = None

@@ -1,5 +1,5 @@
 """The stand-in's /v1/completions, /v1/responses and (de)tokenize answers have the wire shapes real vLLM 0.32
-produced (tests/data/vllm_recordings, recorded by ngym.testing.record_cases_completions)."""
+produced (tests/data/vllm_recordings, recorded by testkit.recordings.completions_cases)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
-from ngym.testing.record_vllm import load_recording, shape_mismatches
-from ngym.testing.standin_completions import detokenize
-from ngym.testing.vllm_server import HttpResult, http_request
-from ngym.testing.vllm_standin import StandinScript, StandinServer, fake_tokenize
+from ngym.vllm.process import HttpResult, http_request
+from testkit.recordings.record import load_recording, shape_mismatches
+from testkit.standin.completions import detokenize
+from testkit.standin.script import StandinScript
+from testkit.standin.server import StandinServer
+from testkit.standin.wire import fake_tokenize
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "data" / "vllm_recordings"
 

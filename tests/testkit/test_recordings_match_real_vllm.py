@@ -6,14 +6,11 @@ from typing import Any
 
 import pytest
 
-from ngym.testing.record_vllm import (
-    TOOL_CALL_TEXT,
-    WEATHER_TOOLS,
-    load_recording,
-    shape_mismatches,
-)
-from ngym.testing.tiny_model import SERVED_MODEL_NAME
-from ngym.testing.vllm_server import HttpResult, VllmServer, literal_regex
+from ngym.vllm.process import HttpResult, VllmServer
+from testkit.forcing import literal_regex
+from testkit.recordings.case import TOOL_CALL_TEXT, WEATHER_TOOLS
+from testkit.recordings.record import load_recording, shape_mismatches
+from testkit.tiny_model import SERVED_MODEL_NAME
 
 pytestmark = pytest.mark.vllm
 

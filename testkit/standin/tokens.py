@@ -1,7 +1,7 @@
 """The stand-in's token routes, as ``vllm serve --enable-scale-out`` serves them: render, generate, derender.
 
 Wire shapes follow vLLM 0.32 (``tests/data/vllm_recordings/{render,generate,derender}_*.json``, checked by
-``tests/unit/test_standin_token_endpoints.py``):
+``tests/testkit/test_standin_token_endpoints.py``):
 
 - ``POST /v1/chat/completions/render``: a chat request -> a GenerateRequest: the prompt's token IDs (the same fake
   tokeniser and ChatML rendering as ``/tokenize`` and the chat route) and the resolved sampling params, whose
@@ -23,14 +23,15 @@ import itertools
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ngym.testing.vllm_standin import (
+from testkit.standin.script import RouteHost, StandinScript, reply_text
+from testkit.standin.wire import (
     EOS_ID,
     SPECIAL_TEXT,
     SPECIAL_TOKENS,
@@ -44,13 +45,9 @@ from ngym.testing.vllm_standin import (
     fake_tokenize,
     max_tokens_error_body,
     render_chat,
-    reply_text,
     unknown_model_error_body,
     vllm_error_body,
 )
-
-if TYPE_CHECKING:
-    from ngym.testing.vllm_standin import StandinApp, StandinScript
 
 RENDER_PATH = "/v1/chat/completions/render"
 GENERATE_PATH = "/inference/v1/generate"
@@ -350,9 +347,9 @@ def _derender_body_error(body: dict[str, Any]) -> Response | None:
 
 # -- routes ----------------------------------------------------------------------------------------------------
 class TokenRoutes:
-    """Render, generate and derender for one :class:`StandinApp` (its script, admission and ids)."""
+    """Render, generate and derender for the app that mounts them (its script, admission and ids)."""
 
-    def __init__(self, app: StandinApp) -> None:
+    def __init__(self, app: RouteHost) -> None:
         self._app = app
         self._replies: dict[tuple[Any, ...], list[int]] = {}
         self._choices: dict[tuple[Any, ...], orjson.Fragment] = {}

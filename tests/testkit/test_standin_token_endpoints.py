@@ -12,18 +12,12 @@ from typing import Any
 
 import pytest
 
-from ngym.testing.record_vllm import load_recording, shape_mismatches
-from ngym.testing.standin_tokens import DERENDER_PATH, GENERATE_PATH, RENDER_PATH
-from ngym.testing.vllm_server import HttpResult, http_request
-from ngym.testing.vllm_standin import (
-    EOS_ID,
-    Delay,
-    DropConnection,
-    HttpError,
-    StandinScript,
-    StandinServer,
-    fake_tokenize,
-)
+from ngym.vllm.process import HttpResult, http_request
+from testkit.recordings.record import load_recording, shape_mismatches
+from testkit.standin.script import Delay, DropConnection, HttpFault, StandinScript
+from testkit.standin.server import StandinServer
+from testkit.standin.tokens import DERENDER_PATH, GENERATE_PATH, RENDER_PATH
+from testkit.standin.wire import EOS_ID, fake_tokenize
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "data" / "vllm_recordings"
 REAL_EOS_ID = 2  # <|im_end|> in the tiny model's vocabulary
@@ -408,7 +402,7 @@ def rendered_hello(server: StandinServer) -> dict[str, Any]:
 @pytest.mark.parametrize("status", [429, 500, 503, 400])
 def test_injected_http_errors_apply_to_generate_once(standin: StandinServer, status: int) -> None:
     rendered = rendered_hello(standin)
-    standin.script.inject(HttpError(status))
+    standin.script.inject(HttpFault(status))
     result = post(standin, GENERATE_PATH, rendered)
     assert result.status == status
     assert list(result.json()["error"]) == ["message", "type", "param", "code"]
@@ -416,7 +410,7 @@ def test_injected_http_errors_apply_to_generate_once(standin: StandinServer, sta
 
 
 def test_queued_faults_are_left_to_model_calls(standin: StandinServer) -> None:
-    standin.script.inject(HttpError(503))
+    standin.script.inject(HttpFault(503))
     rendered = rendered_hello(standin)  # render and derender are no model calls: the fault waits for generate
     generation = {"choices": [{"index": 0, "token_ids": fake_tokenize("Hi")}]}
     chat_request = {"model": MODEL, "messages": HELLO}
@@ -451,7 +445,7 @@ def test_down_api_key_and_scale_out_apply_to_every_token_route(standin: StandinS
         GENERATE_PATH: rendered,
         DERENDER_PATH: derender_body(chat_request, generated, rendered["token_ids"]),
     }
-    standin.script.down = HttpError(503)
+    standin.script.down = HttpFault(503)
     assert {post(standin, path, body).status for path, body in bodies.items()} == {503}
     standin.script.down = None
     standin.script.api_key = "k"

@@ -13,7 +13,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
-from ngym.testing.standin_tokens import load_body, validation_error_body
+from testkit.standin.tokens import load_body, validation_error_body
 
 
 class _Lax(BaseModel):
