@@ -1,6 +1,7 @@
-"""The layout reads as the architecture: no import circle between the modules of the product (and of the test kit),
-and none between its rooms (`ngym.<room>`, each server folder, `testkit.<room>`), so every arrow points one way. Every import counts, a deferred one
-inside a function or a type-only one included: a circle hidden that way is still a circle."""
+"""The layout reads as the architecture: no import circle between the modules of the product (and of the test
+kit), and none between its rooms (`ngym.<room>`, each server folder, `testkit.<room>`), so every arrow points
+one way. Every import counts, a deferred one inside a function or a type-only one included: a circle hidden that
+way is still a circle."""
 
 from __future__ import annotations
 
