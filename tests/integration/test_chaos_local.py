@@ -1,4 +1,4 @@
-"""Chaos on local processes (issue 24): kill -9 random servers (agent, resources server, model server, two replicas
+"""Chaos on local processes: kill -9 random servers (agent, resources server, model server, two replicas
 of each of the last two) at random moments of a collection; every rollout still ends exactly once, in the output
 or as an infrastructure failure, ng_run keeps serving, and Ctrl-C leaves no process behind.
 
@@ -29,7 +29,7 @@ INSTANCES = {
     "simple_weather": "simple_weather.resources_servers.simple_weather",
     "simple_weather_simple_agent": "simple_weather_simple_agent.responses_api_agents.simple_agent",
 }
-TASKS, REPEATS, KILLS, PARALLEL = 10, 60, 8, 16
+TASKS, REPEATS, KILLS, PARALLEL = 10, 200, 8, 32  # 2,000 rollouts
 
 
 def replicas(gym: GymProcess) -> dict[str, dict[str, Any]]:

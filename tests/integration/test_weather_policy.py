@@ -7,6 +7,10 @@ rewards are simple_weather's verdicts on them.
 from __future__ import annotations
 
 import json
+import os
+import random
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +18,13 @@ from typing import Any
 import pytest
 
 from ngym.http.app import serve_in_background
+from ngym.http.probe import answers
+from ngym.rollouts.output import failures_path
 from ngym.vllm.process import VllmServer
 from responses_api_models.vllm_model.app import VllmModel
-from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
 from testkit.token_turns import broken_turns, measure, response_turns
+from testkit.waiting import line_count, pid_alive, wait_until
 
 pytestmark = pytest.mark.vllm
 
@@ -120,3 +127,65 @@ async def test_free_text_chat_conversations_are_token_exact(policy_server: VllmS
     async with serve_in_background(server.app()) as url:
         exact, total = await measure(url, conversations=30, turns=3, max_tokens=24, temperature=1.0)
     assert (exact, total) == (30, 30)
+
+
+def test_kill_9s_during_a_collection_on_real_vllm_lose_no_rollout(policy_server: VllmServer, tmp_path: Path) -> None:
+    """The chaos run on real vLLM with the weather policy, smaller than the stand-in's: two replicas of the agent,
+    of simple_weather and of the model server; at fixed counts of rows written, a seeded random replica is
+    killed with SIGKILL, and the next kill waits until it is back. Every rollout ends exactly once, in the
+    output or as an infrastructure failure; ng_run still serves; Ctrl-C leaves nothing; a rerun completes all."""
+    chance = random.Random(20261205)
+    output, expected = tmp_path / "chaos.jsonl", 10 * REPEATS_UNDER_KILLS
+    kinds = ("policy_model.responses_api_models.vllm_model", "simple_weather.resources_servers.simple_weather",
+             "simple_weather_simple_agent.responses_api_agents.simple_agent")  # fmt: skip
+    overrides = [*policy_overrides(policy_server), *(f"++{kind}.num_replicas=2" for kind in kinds)]
+    args = ["+agent_name=simple_weather_simple_agent", f"+input_jsonl_fpath={EXAMPLE}", f"+output_jsonl_fpath={output}",
+            f"+num_repeats={REPEATS_UNDER_KILLS}", "+num_samples_in_parallel=4"]  # fmt: skip
+    with GymProcess(ROOT, SEED_CONFIG_PATHS, overrides, log_path=tmp_path / "ng_run.log") as gym:
+        pids = {replica["pid"] for replica in all_replicas(gym).values()}
+        command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={gym.head_port}"]
+        collector = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        killed = []
+        for moment in KILL_MOMENTS:
+            wait_until(lambda moment=moment: line_count(output) >= moment or collector.poll() is not None,
+                       f"{moment} rows written")  # fmt: skip
+            if collector.poll() is not None:
+                break
+            label, victim = chance.choice(sorted(all_replicas(gym).items()))
+            os.kill(victim["pid"], signal.SIGKILL)
+            killed.append(label)
+            wait_until(lambda label=label, before=victim["restarts"]: back(gym, label, before, pids),
+                       f"{label} back after kill -9")  # fmt: skip
+        stdout, stderr = collector.communicate(timeout=600)
+        report = f"killed {killed}:\n{stdout}\n{stderr}"
+        assert collector.returncode in (0, 3) and len(killed) >= 2, report
+        assert gym.process is not None and gym.process.poll() is None, report
+        rows = [json.loads(line) for line in output.read_text().splitlines()]
+        failures = failures_path(output)
+        failed = [json.loads(line) for line in failures.read_text().splitlines()] if failures.is_file() else []
+        keys = [(row["_ng_task_index"], row["_ng_rollout_index"]) for row in rows]
+        failed_keys = [(row["_ng_task_index"], row["_ng_rollout_index"]) for row in failed]
+        assert len(keys) == len(set(keys)) and not set(keys) & set(failed_keys), report
+        assert len(keys) + len(failed_keys) == expected, report
+        assert all(row["class"] != "invalid_task" for row in failed), report
+        gym.collect(*args)  # the same command completes what failed
+        assert line_count(output) == expected
+        pids |= {replica["pid"] for replica in all_replicas(gym).values()}
+        assert gym.stop() == 0
+    assert not [pid for pid in pids if pid_alive(pid)]
+
+
+REPEATS_UNDER_KILLS = 40
+# Rows written before each kill; on a fast machine the collection may end before the last ones (at least two land).
+KILL_MOMENTS = (10, 100, 190, 280)
+
+
+def all_replicas(gym: GymProcess) -> dict[str, dict[str, Any]]:
+    return {replica["label"]: replica for server in gym.servers() for replica in server["replicas"]}
+
+
+def back(gym: GymProcess, label: str, before: int, pids: set[int]) -> bool:
+    """Whether the replica restarted since (its restarts past `before`) and answers; its new pid is noted."""
+    now = all_replicas(gym)[label]
+    pids.add(now["pid"])
+    return bool(now["restarts"] > before and answers(now["url"]))
