@@ -10,7 +10,6 @@ kills, failures by class, rollouts/s with the kills, and what the rerun had to d
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -25,8 +24,8 @@ from typing import Any
 
 from benchmarks.procs import StandinProcess
 from ngym.http.probe import answers
-from ngym.rollouts.failures import INVALID_TASK
 from ngym.rollouts.output import failures_path
+from testkit.chaos import Accounting
 from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess
 from testkit.waiting import pid_alive
 
@@ -48,16 +47,12 @@ class Settings:
     work_dir: Path = ROOT / "benchmarks" / "results" / "chaos"
 
 
-def _replicas(gym: GymProcess) -> list[dict[str, Any]]:
-    return [replica for server in gym.servers() for replica in server.get("replicas") or []]
-
-
 def _killer(gym: GymProcess, settings: Settings, done: threading.Event, killed: list[str], pids: set[int]) -> None:
     """kill -9 a random replica at random moments (0.05-0.5 s apart) until the kills are spent or the run ends."""
     chance = random.Random(settings.seed)
     while len(killed) < settings.kills and not done.wait(chance.uniform(0.05, 0.5)):
         try:
-            victims = [replica for replica in _replicas(gym) if replica.get("pid")]
+            victims = [replica for replica in gym.replicas().values() if replica.get("pid")]
         except OSError:
             continue
         victim = chance.choice(sorted(victims, key=lambda replica: str(replica["label"])))
@@ -86,10 +81,6 @@ def _collect(gym: GymProcess, output: Path, settings: Settings) -> tuple[subproc
     return result, time.monotonic() - started
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
-
 def run(settings: Settings, log: Any = print) -> dict[str, Any]:
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     output = settings.work_dir / "out.jsonl"
@@ -107,8 +98,8 @@ def run(settings: Settings, log: Any = print) -> dict[str, Any]:
             *(f"++{key}.max_restarts=-1" for key in KINDS.values()),
         ]
         with GymProcess(ROOT, SEED_CONFIG_PATHS, overrides, log_path=settings.work_dir / "ng_run.log") as gym:
-            urls = sorted(str(replica["url"]) for replica in _replicas(gym))
-            pids |= {int(replica["pid"]) for replica in _replicas(gym)}
+            urls = sorted(str(replica["url"]) for replica in gym.replicas().values())
+            pids |= {int(replica["pid"]) for replica in gym.replicas().values()}
             done = threading.Event()
             killer = threading.Thread(target=_killer, args=(gym, settings, done, killed, pids), daemon=True)
             killer.start()
@@ -117,27 +108,21 @@ def run(settings: Settings, log: Any = print) -> dict[str, Any]:
             killer.join()
             log(f"  collected with {len(killed)} kills in {seconds:.1f} s (exit {first.returncode})")
             wanted = {(t, r) for t in range(EXAMPLE_TASKS) for r in range(-(-settings.rollouts // EXAMPLE_TASKS))}
-            finished, failed = _rows(output), _rows(failures_path(output))
-            keys = [(row["_ng_task_index"], row["_ng_rollout_index"]) for row in finished]
-            failed_keys = {(row["_ng_task_index"], row["_ng_rollout_index"]) for row in failed}
-            if len(keys) != len(set(keys)):
-                problems.append("a rollout was written twice")
-            if set(keys) | failed_keys != wanted or set(keys) & failed_keys:
-                problems.append("rollouts missing, or both finished and failed")
-            if any(row["class"] == INVALID_TASK for row in failed):
-                problems.append("a kill was filed as the task's fault")
+            files = Accounting.read(output)
+            finished, failed = files.finished, files.failed
+            problems += files.problems(wanted)
             classes = Counter(str(row["class"]) for row in failed)
             reasons = Counter(f"{row['class']}: {str(row['error'])[:120]}" for row in failed).most_common(5)
             # The last victim may still be restarting: every replica must answer again (two minutes at most).
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not all(answers(url) for url in urls):
                 time.sleep(0.2)
-            now = sorted(str(replica["url"]) for replica in _replicas(gym))
+            now = sorted(str(replica["url"]) for replica in gym.replicas().values())
             if now != urls or not all(answers(url) for url in urls):
                 problems.append("a replica moved or does not answer after the kills")
-            pids |= {int(replica["pid"]) for replica in _replicas(gym)}
+            pids |= {int(replica["pid"]) for replica in gym.replicas().values()}
             rerun, rerun_s = _collect(gym, output, settings)
-            after = _rows(output)
+            after = Accounting.read(output).finished
             if len(after) != len(wanted) or rerun.returncode != 0:
                 problems.append(f"the rerun did not complete every rollout ({len(after)} of {len(wanted)})")
             gym.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,11 @@ from typing import Any
 from ngym.config.errors import ConfigError
 from ngym.lifetime import child_env
 from ngym.servers.head import fetch_from_head
+from ngym.vllm.process import free_port
 
 DEFAULT_READY_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 60.0
 LOG_TAIL_CHARS = 3000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def head_port_of(overrides: Sequence[str]) -> int:
@@ -144,6 +138,10 @@ class NgRun:
     def servers(self) -> list[dict[str, Any]]:
         servers: list[dict[str, Any]] = fetch_from_head("127.0.0.1", self.head_port, "/servers", timeout=5)
         return servers
+
+    def replicas(self) -> dict[str, dict[str, Any]]:
+        """Every replica of the run by label (`simple_weather#1`), as `/servers` lists it: url, pid, state, restarts."""
+        return {replica["label"]: replica for server in self.servers() for replica in server.get("replicas") or []}
 
     def url_of(self, name: str) -> str:
         return next(str(server["url"]) for server in self.servers() if server["name"] == name)

@@ -7,17 +7,14 @@ back; the seed is in every failure message (NGYM_CHAOS_SEED to replay one)."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from ngym.http.probe import answers
-from ngym.rollouts.failures import INVALID_TASK
-from ngym.rollouts.output import failures_path
+from testkit.chaos import Accounting, back
 from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
 from testkit.standin.script import Hold, StandinScript
 from testkit.standin.server import StandinServer
@@ -32,17 +29,11 @@ INSTANCES = {
 TASKS, REPEATS, KILLS, PARALLEL = 10, 200, 8, 32  # 2,000 rollouts
 
 
-def replicas(gym: GymProcess) -> dict[str, dict[str, Any]]:
-    """Every replica of the run by label, as /servers publishes it (url, pid, restarts)."""
-    return {replica["label"]: replica for server in gym.servers() for replica in server["replicas"]}
-
-
 def test_random_kill_9s_during_a_collection_lose_no_rollout_and_leave_nothing_behind(tmp_path: Path) -> None:
     # A fixed seed in the suite (a landing must not depend on a draw); NGYM_CHAOS_SEED=<n> runs another one.
     seed = int(os.environ.get("NGYM_CHAOS_SEED") or 20261205)
     chance = random.Random(seed)
     log, output = tmp_path / "ng_run.log", tmp_path / "out.jsonl"
-    failures_file = failures_path(tmp_path / "out.jsonl")
     expected = TASKS * REPEATS
     args = [
         "+agent_name=simple_weather_simple_agent",
@@ -63,8 +54,8 @@ def test_random_kill_9s_during_a_collection_lose_no_rollout_and_leave_nothing_be
         ]
         with GymProcess(ROOT, SEED_CONFIG_PATHS, overrides, log_path=log) as gym:
             assert gym.process is not None
-            seen_pids = {replica["pid"] for replica in replicas(gym).values()}
-            urls = [replica["url"] for replica in replicas(gym).values()]
+            seen_pids = {replica["pid"] for replica in gym.replicas().values()}
+            urls = [replica["url"] for replica in gym.replicas().values()]
             command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={gym.head_port}"]
             collector = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             killed = []
@@ -82,16 +73,11 @@ def test_random_kill_9s_during_a_collection_lose_no_rollout_and_leave_nothing_be
                 standin.script.inject(*[hold] * (PARALLEL * 3))
                 try:
                     hold.wait_for_held(PARALLEL)
-                    label, victim = chance.choice(sorted(replicas(gym).items()))
+                    label, victim = chance.choice(sorted(gym.replicas().items()))
                     os.kill(victim["pid"], signal.SIGKILL)
                     killed.append(label)
-
-                    def back(label: str = label, before: int = victim["restarts"]) -> bool:
-                        now = replicas(gym)[label]
-                        seen_pids.add(now["pid"])
-                        return bool(now["restarts"] > before and answers(now["url"]))
-
-                    wait_until(back, f"{label} back after kill -9 (seed {seed})")
+                    wait_until(lambda label=label, before=victim["restarts"]: back(gym, label, before, seen_pids),
+                               f"{label} back after kill -9 (seed {seed})")  # fmt: skip
                 finally:
                     hold.release()
             stdout, stderr = collector.communicate(timeout=600)
@@ -99,17 +85,12 @@ def test_random_kill_9s_during_a_collection_lose_no_rollout_and_leave_nothing_be
             assert collector.returncode in (0, 3), report
             assert gym.process.poll() is None, f"ng_run stopped ({report})"
             assert all(answers(url) for url in urls), report
-            assert [replica["url"] for replica in replicas(gym).values()] == urls, "a replica moved"
-            seen_pids |= {replica["pid"] for replica in replicas(gym).values()}
+            assert [replica["url"] for replica in gym.replicas().values()] == urls, "a replica moved"
+            seen_pids |= {replica["pid"] for replica in gym.replicas().values()}
             assert gym.stop() == 0
-    done = [json.loads(line) for line in output.read_text().splitlines()]
-    failed = [json.loads(line) for line in failures_file.read_text().splitlines()] if failures_file.is_file() else []
-    done_keys = [(row["_ng_task_index"], row["_ng_rollout_index"]) for row in done]
-    failed_keys = [(row["_ng_task_index"], row["_ng_rollout_index"]) for row in failed]
-    assert len(done_keys) == len(set(done_keys)), f"a rollout was written twice ({report})"
-    assert not set(done_keys) & set(failed_keys), report
-    assert sorted(done_keys + failed_keys) == [(t, r) for t in range(TASKS) for r in range(REPEATS)], report
-    assert all(row["class"] != INVALID_TASK for row in failed), report
+    files = Accounting.read(output)
+    assert files.problems([(t, r) for t in range(TASKS) for r in range(REPEATS)]) == [], report
+    done, failed = files.finished, files.failed
     assert f"rollouts: expected {expected}, finished {len(done)}, failed {len(failed)}" in stdout, report
     assert len(killed) == KILLS, f"the collection ended before every kill ({report})"
     assert not [pid for pid in seen_pids if pid_alive(pid)], f"processes left behind ({report})"

@@ -135,7 +135,7 @@ def test_ctrl_c_while_a_replica_restarts_stops_everything_and_leaves_nothing_beh
     with StandinServer(StandinScript(tool_call_mode=True)) as standin:
         gym = GymProcess(ROOT, SEED_CONFIG_PATHS, settings(standin), log_path=log).start()
         assert gym.process is not None
-        pids = [replica["pid"] for server in gym.servers() for replica in server["replicas"]]
+        pids = [replica["pid"] for replica in gym.replicas().values()]
         urls = [server["url"] for server in gym.servers()]
         os.kill(table_pid(log, "simple_weather"), signal.SIGKILL)
         wait_until(lambda: "restarting it on" in log.read_text(), "the restart announced")

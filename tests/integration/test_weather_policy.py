@@ -18,10 +18,9 @@ from typing import Any
 import pytest
 
 from ngym.http.app import serve_in_background
-from ngym.http.probe import answers
-from ngym.rollouts.output import failures_path
 from ngym.vllm.process import VllmServer
 from responses_api_models.vllm_model.app import VllmModel
+from testkit.chaos import Accounting, back
 from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
 from testkit.token_turns import broken_turns, measure, response_turns
 from testkit.waiting import line_count, pid_alive, wait_until
@@ -142,7 +141,7 @@ def test_kill_9s_during_a_collection_on_real_vllm_lose_no_rollout(policy_server:
     args = ["+agent_name=simple_weather_simple_agent", f"+input_jsonl_fpath={EXAMPLE}", f"+output_jsonl_fpath={output}",
             f"+num_repeats={REPEATS_UNDER_KILLS}", "+num_samples_in_parallel=4"]  # fmt: skip
     with GymProcess(ROOT, SEED_CONFIG_PATHS, overrides, log_path=tmp_path / "ng_run.log") as gym:
-        pids = {replica["pid"] for replica in all_replicas(gym).values()}
+        pids = {replica["pid"] for replica in gym.replicas().values()}
         command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={gym.head_port}"]
         collector = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         killed = []
@@ -151,7 +150,7 @@ def test_kill_9s_during_a_collection_on_real_vllm_lose_no_rollout(policy_server:
                        f"{moment} rows written")  # fmt: skip
             if collector.poll() is not None:
                 break
-            label, victim = chance.choice(sorted(all_replicas(gym).items()))
+            label, victim = chance.choice(sorted(gym.replicas().items()))
             os.kill(victim["pid"], signal.SIGKILL)
             killed.append(label)
             wait_until(lambda label=label, before=victim["restarts"]: back(gym, label, before, pids),
@@ -160,17 +159,11 @@ def test_kill_9s_during_a_collection_on_real_vllm_lose_no_rollout(policy_server:
         report = f"killed {killed}:\n{stdout}\n{stderr}"
         assert collector.returncode in (0, 3) and len(killed) >= 2, report
         assert gym.process is not None and gym.process.poll() is None, report
-        rows = [json.loads(line) for line in output.read_text().splitlines()]
-        failures = failures_path(output)
-        failed = [json.loads(line) for line in failures.read_text().splitlines()] if failures.is_file() else []
-        keys = [(row["_ng_task_index"], row["_ng_rollout_index"]) for row in rows]
-        failed_keys = [(row["_ng_task_index"], row["_ng_rollout_index"]) for row in failed]
-        assert len(keys) == len(set(keys)) and not set(keys) & set(failed_keys), report
-        assert len(keys) + len(failed_keys) == expected, report
-        assert all(row["class"] != "invalid_task" for row in failed), report
+        wanted = [(task, repeat) for task in range(10) for repeat in range(REPEATS_UNDER_KILLS)]
+        assert Accounting.read(output).problems(wanted) == [], report
         gym.collect(*args)  # the same command completes what failed
         assert line_count(output) == expected
-        pids |= {replica["pid"] for replica in all_replicas(gym).values()}
+        pids |= {replica["pid"] for replica in gym.replicas().values()}
         assert gym.stop() == 0
     assert not [pid for pid in pids if pid_alive(pid)]
 
@@ -178,14 +171,3 @@ def test_kill_9s_during_a_collection_on_real_vllm_lose_no_rollout(policy_server:
 REPEATS_UNDER_KILLS = 40
 # Rows written before each kill; on a fast machine the collection may end before the last ones (at least two land).
 KILL_MOMENTS = (10, 100, 190, 280)
-
-
-def all_replicas(gym: GymProcess) -> dict[str, dict[str, Any]]:
-    return {replica["label"]: replica for server in gym.servers() for replica in server["replicas"]}
-
-
-def back(gym: GymProcess, label: str, before: int, pids: set[int]) -> bool:
-    """Whether the replica restarted since (its restarts past `before`) and answers; its new pid is noted."""
-    now = all_replicas(gym)[label]
-    pids.add(now["pid"])
-    return bool(now["restarts"] > before and answers(now["url"]))
