@@ -68,9 +68,14 @@ async def run_rollouts(
     until it answers again. Leaving the loop early (break, an exception, a stop) cancels what is in flight."""
     routers = {name: ReplicaRouter([urls] if isinstance(urls, str) else list(urls), http)
                for name, urls in agent_urls.items()}  # fmt: skip
+    # With several replicas, a refused or dropped connection moves the rollout at once instead of retrying in place.
+    moving = dataclasses.replace(http.retry, reconnect=False)
+    retries = {name: moving if len(router.replicas) > 1 else None for name, router in routers.items()}
     for router in routers.values():
         router.start()
-    outcomes = run_bounded(tasks, lambda task: run_rollout(http, routers[task.agent], task), max_in_flight, stop)
+    outcomes = run_bounded(
+        tasks, lambda task: run_rollout(http, routers[task.agent], task, retries[task.agent]), max_in_flight, stop
+    )
     try:
         async for outcome in outcomes:
             yield outcome
@@ -80,13 +85,12 @@ async def run_rollouts(
             await router.stop()
 
 
-async def run_rollout(http: HttpClient, agent: ReplicaRouter, task: Task) -> Outcome:
-    """One rollout on a replica of its agent; any exception a request can raise ends as a classified failure,
-    never escapes. A replica that cannot be reached never saw the rollout: it leaves rotation and the rollout
-    goes to the next one at once, and each replica may be tried twice (it may be back from a restart by then)."""
+async def run_rollout(http: HttpClient, agent: ReplicaRouter, task: Task, retry: RetryPolicy | None) -> Outcome:
+    """One rollout on a replica of its agent (`retry`: the /run policy, None for the client's own); any exception a
+    request can raise ends as a classified failure, never escapes. A replica that cannot be reached never saw the
+    rollout: it leaves rotation and the rollout goes to the next one at once, and each replica may be tried twice
+    (it may be back from a restart by then)."""
     several = len(agent.replicas) > 1
-    # With several replicas, a refused or dropped connection moves the rollout at once instead of retrying in place.
-    retry = dataclasses.replace(http.retry, reconnect=False) if several else None
     for _ in range(2 * len(agent.replicas)):
         with agent.hold() as replica:
             try:

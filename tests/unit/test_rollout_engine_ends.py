@@ -22,7 +22,7 @@ import orjson
 import pytest
 import uvloop
 
-from ngym.http.client import HttpClient
+from ngym.http.client import HttpClient, RetryPolicy
 from ngym.rollouts import engine
 from ngym.rollouts.collect import CollectPlan, collect
 from ngym.rollouts.engine import Outcome, row_keys, run_rollouts
@@ -57,7 +57,7 @@ class FakeRollouts:
     ended: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
 
-    async def __call__(self, http: HttpClient, agent: ReplicaRouter, task: Task) -> Outcome:
+    async def __call__(self, http: HttpClient, agent: ReplicaRouter, task: Task, retry: RetryPolicy | None) -> Outcome:
         index = task.task_index
         try:
             await steps(self.step_counts[index])
