@@ -31,7 +31,7 @@ def attach_vllm_servers(servers: list[dict[str, Any]]) -> None:
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(models)))) as pool:
         for server, view in zip(models, pool.map(lambda s: fetch_vllm_servers(s["url"]), models), strict=True):
             if view is not None:
-                server["vllm_servers"] = view
+                server["vllm_servers"] = mark_busiest(view)
 
 
 def load_score(entry: dict[str, Any]) -> tuple[float, float, float]:
@@ -40,11 +40,17 @@ def load_score(entry: dict[str, Any]) -> tuple[float, float, float]:
     return (float(vllm.get("waiting") or 0), float(vllm.get("kv_cache_usage") or 0), float(entry.get("in_flight", 0)))
 
 
-def vllm_lines(server: dict[str, Any]) -> list[str]:
-    """One line per vLLM of a model server; the busiest of several is marked."""
-    entries: list[dict[str, Any]] = server.get("vllm_servers") or []
+def mark_busiest(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`busiest: true` on the most saturated of several vLLMs with any load (ng_status and the viewer show it)."""
     busiest = max(entries, key=load_score) if len(entries) > 1 else None
-    return [_line(entry, entry is busiest and load_score(entry) > (0, 0, 0)) for entry in entries]
+    for entry in entries:
+        entry["busiest"] = entry is busiest and load_score(entry) > (0, 0, 0)
+    return entries
+
+
+def vllm_lines(server: dict[str, Any]) -> list[str]:
+    """One line per vLLM of a model server."""
+    return [_line(entry, bool(entry.get("busiest"))) for entry in server.get("vllm_servers") or []]
 
 
 def _line(entry: dict[str, Any], busiest: bool) -> str:

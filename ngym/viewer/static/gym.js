@@ -1,21 +1,8 @@
 // Gym: the running ng_run's servers and, under each model server, every vLLM server's load (what ng_status
-// shows), refreshed while the view is open; the most saturated vLLM is marked.
+// shows), refreshed while the view is open; the vLLM the server found busiest (`busiest`) is marked.
 import { errorBox, fill, fmt, getJson, h } from './dom.js';
 
 const REFRESH_MS = 2000;
-
-function score(entry) {
-  const vllm = entry.vllm || {};
-  return [vllm.waiting || 0, vllm.kv_cache_usage || 0, entry.in_flight || 0];
-}
-
-function busiest(entries) {
-  if (entries.length < 2) return null;
-  const higher = (a, b) => { for (let k = 0; k < 3; k++) if (a[k] !== b[k]) return a[k] > b[k]; return false; };
-  let best = entries[0];
-  for (const entry of entries.slice(1)) if (higher(score(entry), score(best))) best = entry;
-  return score(best).some((value) => value > 0) ? best : null;
-}
 
 function percent(value) {
   return value === null || value === undefined ? '—' : `${Math.round(100 * value)}%`;
@@ -23,15 +10,14 @@ function percent(value) {
 
 function vllmTable(server) {
   const entries = server.vllm_servers || [];
-  const top = busiest(entries);
   const columns = ['vLLM', 'rotation', 'ngym in flight', 'turns', 'running', 'waiting', 'KV cache', 'prefix hits'];
   return h('table', { testid: `vllm-${server.name}` },
     h('thead', {}, h('tr', {}, columns.map((name, k) => h('th', { class: k > 1 ? 'num' : null }, name)))),
     h('tbody', {}, entries.map((entry) => {
       const vllm = entry.vllm;
       const turns = Object.values(entry.turns || {}).reduce((a, b) => a + b, 0);
-      return h('tr', { class: entry === top ? 'busiest' : null, testid: entry === top ? 'vllm-busiest' : 'vllm-row' },
-        h('td', {}, entry.url, entry === top ? h('span', { class: 'warn' }, '  ← busiest') : ''),
+      return h('tr', { class: entry.busiest ? 'busiest' : null, testid: entry.busiest ? 'vllm-busiest' : 'vllm-row' },
+        h('td', {}, entry.url, entry.busiest ? h('span', { class: 'warn' }, '  ← busiest') : ''),
         h('td', {}, entry.in_rotation ? 'in' : 'OUT'),
         h('td', { class: 'num' }, fmt(entry.in_flight)), h('td', { class: 'num' }, fmt(turns)),
         vllm ? [h('td', { class: 'num' }, fmt(vllm.running)), h('td', { class: 'num' }, fmt(vllm.waiting)),
