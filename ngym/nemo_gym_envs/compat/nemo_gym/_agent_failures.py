@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 from starlette.responses import JSONResponse
 
+from ngym.http.app import error_object
 from ngym.rollouts.failures import AGENT, CLASSES, INVALID_TASK, MODEL, TOOL, VERIFY, is_task_refusal
 
 from ._runtime import current, installed
@@ -58,17 +57,8 @@ def failure_class(target: Target | None, path: str, body: bytes) -> str:
         return MODEL
     if target is not None and target.server_type == RESOURCES:
         return VERIFY if path.rstrip("/").endswith("/verify") else TOOL
-    named = _error_object(body).get("code")  # an inner agent (or an ngym server) said which part failed
+    named = error_object(body).get("code")  # an inner agent (or an ngym server) said which part failed
     return named if isinstance(named, str) and named in CLASSES and named != INVALID_TASK else AGENT
-
-
-def _error_object(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    return error if isinstance(error, dict) else {}
 
 
 def error_answer(status: int, message: str, code: str) -> JSONResponse:
