@@ -45,10 +45,19 @@ class GymProcess(NgRun):
         super().start(timeout)
         return self
 
+    def collect_command(self, *args: str) -> list[str]:
+        """ng_collect_rollouts with `args`, against this ng_run."""
+        return [console_script("ng_collect_rollouts"), *args, f"+head_server.port={self.head_port}"]
+
+    def collector(self, *args: str) -> subprocess.Popen[str]:
+        """ng_collect_rollouts with `args` against this ng_run, started and left running (its output piped)."""
+        return subprocess.Popen(self.collect_command(*args), cwd=self.root, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+
     def collect(self, *args: str, check: bool = True, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
         """Run ng_collect_rollouts against this ng_run; one that has not exited after `timeout` seconds is killed
         and its output shown."""
-        command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={self.head_port}"]
+        command = self.collect_command(*args)
         try:
             result = subprocess.run(command, cwd=self.root, capture_output=True, text=True, check=False,
                                     timeout=timeout)  # fmt: skip

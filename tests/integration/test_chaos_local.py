@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 from pathlib import Path
 
 from ngym.http.probe import answers
 from testkit.chaos import Accounting, back
-from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess
 from testkit.standin.script import Hold, StandinScript
 from testkit.standin.server import StandinServer
 from testkit.waiting import line_count, pid_alive, wait_until
@@ -56,8 +55,7 @@ def test_random_kill_9s_during_a_collection_lose_no_rollout_and_leave_nothing_be
             assert gym.process is not None
             seen_pids = {replica["pid"] for replica in gym.replicas().values()}
             urls = [replica["url"] for replica in gym.replicas().values()]
-            command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={gym.head_port}"]
-            collector = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            collector = gym.collector(*args)
             killed = []
             for moment in sorted(chance.sample(range(1, expected * 3 // 4), KILLS)):
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from ngym.rollouts.output import failures_path
 from ngym.rollouts.progress import progress_path
-from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess
 from testkit.standin.script import Delay, Hold, StandinScript
 from testkit.standin.server import StandinServer
 from testkit.waiting import line_count, wait_until
@@ -55,8 +54,7 @@ def test_the_progress_file_is_read_while_the_run_goes_and_tells_the_stop_and_the
         # One model call a rollout: ten pass, then every call is held, so the run stays at ten done, four in flight.
         hold = Hold()
         standin.script.inject(*[Delay(0.0)] * 10, *[hold] * 100)
-        command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={gym.head_port}"]
-        collector = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        collector = gym.collector(*args)
         wait_until(lambda: read(progress).get("done") == 10 and read(progress).get("in_flight") == 4,
                    "the file showing 10 done and 4 in flight", process=collector)  # fmt: skip
         hold.wait_for_held(4)

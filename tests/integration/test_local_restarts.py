@@ -72,8 +72,7 @@ def test_a_killed_resources_replica_restarts_on_its_port_and_the_collection_lose
             # Twenty model calls pass, then eight are held: the collection is under way, eight rollouts in flight.
             hold = Hold()
             standin.script.inject(*[Delay(0.0)] * 20, *[hold] * 8)
-            command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={gym.head_port}"]
-            collector = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            collector = gym.collector(*args)
             try:
                 hold.wait_for_held(8)
                 os.kill(victim, signal.SIGKILL)

@@ -149,8 +149,7 @@ def test_two_instances_keep_sessions_and_survive_one_killed_mid_run(tmp_path: Pa
         ports = serving_ports(log)
         assert sorted(ports) == [0, 1] and ports[0] != ports[1]
         args = (*COLLECT, f"+output_jsonl_fpath={output}", "+limit=10", "+num_repeats=8", "+num_samples_in_parallel=8")
-        command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={gym.head_port}"]
-        collector = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        collector = gym.collector(*args)
         # Killed once both instances have served (a session on each) and rollouts have finished: the state the
         # test is about, never a length of time.
         served = [tmp_path / "run" / "policy_model" / f"vllm-{index}.log" for index in (0, 1)]

@@ -228,8 +228,7 @@ def test_ctrl_c_during_collection_keeps_whole_finished_rollouts_and_resume_compl
         # the four rollouts in flight are held, so ten finished and none can finish meanwhile.
         hold = Hold()
         standin.script.inject(*[Delay(0.0)] * 10, *[hold] * 100)
-        command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={gym.head_port}"]
-        collector = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        collector = gym.collector(*args)
         hold.wait_for_held(4)
         collector.send_signal(signal.SIGINT)
         stdout, stderr = collector.communicate(timeout=60)

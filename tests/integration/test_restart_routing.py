@@ -28,7 +28,7 @@ from ngym.rollouts.failures import MODEL, TOOL, VERIFY
 from ngym.servers.base import ServerContext
 from ngym.servers.resources import ResourcesServer, ResourcesServerConfig
 from ngym.servers.sessions import SESSION_COOKIE, new_session_id
-from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess
 from testkit.standin.script import Hold, StandinScript
 from testkit.standin.server import StandinServer
 from testkit.waiting import line_count, wait_until
@@ -159,8 +159,7 @@ def test_sessions_move_off_a_restarting_replica_and_both_serve_again(
         with GymProcess(ROOT, SEED_CONFIG_PATHS, overrides, log_path=log) as gym:
             holds = [Hold() for _ in range(4)]
             standin.script.inject(*[holds[0]] * PARALLEL)
-            command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={gym.head_port}"]
-            collector = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            collector = gym.collector(*args)
             # The agent routes over resources replicas; the collector over agent replicas.
             router_pid = replicas(gym, AGENT)[0]["pid"] if name == "simple_weather" else collector.pid
             restarts = Restarts(gym, gate, name, collector)

@@ -10,7 +10,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from ngym.http.app import serve_in_background
 from ngym.vllm.process import VllmServer
 from responses_api_models.vllm_model.app import VllmModel
 from testkit.chaos import Accounting, back
-from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess, console_script
+from testkit.gym_process import SEED_CONFIG_PATHS, GymProcess
 from testkit.token_turns import broken_turns, measure, response_turns
 from testkit.waiting import line_count, pid_alive, wait_until
 
@@ -142,8 +141,7 @@ def test_kill_9s_during_a_collection_on_real_vllm_lose_no_rollout(policy_server:
             f"+num_repeats={REPEATS_UNDER_KILLS}", "+num_samples_in_parallel=4"]  # fmt: skip
     with GymProcess(ROOT, SEED_CONFIG_PATHS, overrides, log_path=tmp_path / "ng_run.log") as gym:
         pids = {replica["pid"] for replica in gym.replicas().values()}
-        command = [console_script("ng_collect_rollouts"), *args, f"+head_server.port={gym.head_port}"]
-        collector = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        collector = gym.collector(*args)
         killed = []
         for moment in KILL_MOMENTS:
             wait_until(lambda moment=moment: line_count(output) >= moment or collector.poll() is not None,
